@@ -1,0 +1,88 @@
+/* Tokenizers. SentencePiece BPE with byte fallback (Llama 1/2, FACTS 2.2), loaded from tokenizer.model
+ * (protobuf), llama2.c tokenizer.bin or GGUF metadata. Pieces are kept in SentencePiece form ("▁" for space,
+ * "<s>"/"</s>" for BOS/EOS, "<0xAB>" byte pieces), whatever the file stored. */
+#ifndef CAMELID_TOKENIZER_H
+#define CAMELID_TOKENIZER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "camelid/status.h"
+
+/* Token types, numbered as SentencePiece and GGUF's tokenizer.ggml.token_type. */
+typedef enum {
+    CM_TOKEN_NORMAL = 1,
+    CM_TOKEN_UNKNOWN = 2,
+    CM_TOKEN_CONTROL = 3,
+    CM_TOKEN_USER_DEFINED = 4,
+    CM_TOKEN_UNUSED = 5,
+    CM_TOKEN_BYTE = 6,
+} cm_token_type;
+
+typedef enum {
+    CM_TOKENIZER_SPM = 0, /* SentencePiece BPE with byte fallback */
+} cm_tokenizer_kind;
+
+typedef struct cm_tokenizer cm_tokenizer;
+struct cm_gguf;
+
+/* Open a tokenizer from a file (tokenizer.model, tokenizer.bin / *.bin in llama2.c format, *.gguf) or a folder
+ * holding tokenizer.model. For llama2.c files, which carry no vocab size, `vocab_size_hint` > 0 gives it
+ * (otherwise tokens are read to the end of the file). */
+cm_status cm_tokenizer_open(const char *path, int vocab_size_hint, cm_tokenizer **out);
+/* Parse a caller-owned buffer in a given format ("model" protobuf or "llama2c"); `name` is used in errors.
+ * Drives the fuzz targets. */
+cm_status cm_tokenizer_parse_spm_model(const void *data, size_t size, const char *name, cm_tokenizer **out);
+cm_status cm_tokenizer_parse_llama2c(const void *data, size_t size, int vocab_size_hint, const char *name,
+                                     cm_tokenizer **out);
+/* From GGUF metadata (tokenizer.ggml.*). CM_ERR_NOT_FOUND if the file has no vocabulary
+ * (no tokenizer.ggml.model or "no_vocab"). */
+cm_status cm_tokenizer_from_gguf(const struct cm_gguf *g, cm_tokenizer **out);
+void cm_tokenizer_close(cm_tokenizer *t);
+
+cm_tokenizer_kind cm_tokenizer_kind_of(const cm_tokenizer *t);
+int cm_tokenizer_vocab_size(const cm_tokenizer *t);
+int cm_tokenizer_bos(const cm_tokenizer *t); /* -1 if none */
+int cm_tokenizer_eos(const cm_tokenizer *t);
+int cm_tokenizer_unk(const cm_tokenizer *t);
+bool cm_tokenizer_add_bos(const cm_tokenizer *t); /* does the model expect BOS first (add_bos_token) */
+/* Piece as stored (SentencePiece form), not NUL-terminated. */
+const char *cm_tokenizer_piece(const cm_tokenizer *t, int id, size_t *len);
+float cm_tokenizer_score(const cm_tokenizer *t, int id);
+cm_token_type cm_tokenizer_type(const cm_tokenizer *t, int id);
+/* Is this an end-of-generation token (EOS, or another the vocabulary marks so, e.g. <|eot_id|>)? */
+bool cm_tokenizer_is_eog(const cm_tokenizer *t, int id);
+
+/* Encode `len` bytes of UTF-8 text. Invalid UTF-8 is an error. `*ids` is malloc'd (caller frees). With
+ * add_bos, BOS comes first; the SentencePiece dummy prefix is added to non-empty text either way. */
+cm_status cm_tokenizer_encode(const cm_tokenizer *t, const char *text, size_t len, bool add_bos, bool add_eos,
+                              int32_t **ids, size_t *n_ids);
+
+/* Streaming decoder: feed ids one at a time, get bytes that never end inside a UTF-8 character. Follows
+ * SentencePiece: "▁" -> space, no leading space for the first piece after BOS (or at the very start),
+ * byte pieces -> raw bytes, control tokens -> nothing. */
+typedef struct cm_detokenizer {
+    const cm_tokenizer *tok;
+    int prev;             /* previous id, -1 at start */
+    bool at_start;        /* no text emitted yet */
+    unsigned char pending[8];
+    int n_pending;
+} cm_detokenizer;
+
+void cm_detokenizer_init(cm_detokenizer *d, const cm_tokenizer *t);
+/* Append the text of `id` to `out` (capacity `cap`, at least 64 + the longest piece); returns bytes
+ * written. Bytes of an unfinished UTF-8 character are held back until it completes (or proves invalid). */
+size_t cm_detokenizer_push(cm_detokenizer *d, int id, char *out, size_t cap);
+/* Emit whatever is held back (at the end of a stream). */
+size_t cm_detokenizer_flush(cm_detokenizer *d, char *out, size_t cap);
+/* Decode a whole sequence into a malloc'd NUL-terminated string. */
+cm_status cm_tokenizer_decode(const cm_tokenizer *t, const int32_t *ids, size_t n, char **text, size_t *len);
+size_t cm_tokenizer_max_piece_len(const cm_tokenizer *t);
+
+/* Writers: SentencePiece tokenizer.model (loadable by sentencepiece and transformers' LlamaTokenizer) and the
+ * GGUF tokenizer.ggml.* keys. */
+cm_status cm_tokenizer_save_spm_model(const cm_tokenizer *t, const char *path);
+struct cm_gguf_writer;
+cm_status cm_tokenizer_write_gguf(const cm_tokenizer *t, struct cm_gguf_writer *w);
+
+#endif

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian packages camelid needs to build and test, only those missing.
+# Usage: scripts/deps.sh [build|test]
+set -euo pipefail
+want=(build-essential cmake pkg-config libjansson-dev)
+if [ "${1:-build}" = test ]; then
+    # clang + compiler-rt give libFuzzer and the sanitizer runtimes for the fuzz targets
+    want+=(clang libclang-rt-dev)
+fi
+missing=()
+for p in "${want[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "deps: installing ${missing[*]}" >&2
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

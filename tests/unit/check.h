@@ -1,0 +1,105 @@
+/* A tiny test harness: CHECK records a failure and goes on; main returns the failure count via
+ * CHECK_DONE(). Tests that need ../shared/data call cm_test_shared(), which fails loudly if it is missing. */
+#ifndef CAMELID_CHECK_H
+#define CAMELID_CHECK_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "camelid/status.h"
+
+static int check_failures = 0;
+
+#define CHECK(cond)                                                                                          \
+    do {                                                                                                     \
+        if (!(cond)) {                                                                                       \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);                         \
+            check_failures++;                                                                                \
+        }                                                                                                    \
+    } while (0)
+
+#define CHECK_OK(expr)                                                                                       \
+    do {                                                                                                     \
+        cm_status check_st_ = (expr);                                                                        \
+        if (check_st_ != CM_OK) {                                                                            \
+            fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #expr, cm_last_error());           \
+            check_failures++;                                                                                \
+        }                                                                                                    \
+    } while (0)
+
+/* Expect failure with a message that mentions `needle`. */
+#define CHECK_FAIL(expr, needle)                                                                             \
+    do {                                                                                                     \
+        cm_status check_st_ = (expr);                                                                        \
+        if (check_st_ == CM_OK) {                                                                            \
+            fprintf(stderr, "%s:%d: %s should have failed\n", __FILE__, __LINE__, #expr);                    \
+            check_failures++;                                                                                \
+        } else if ((needle) && !strstr(cm_last_error(), (needle))) {                                         \
+            fprintf(stderr, "%s:%d: %s: message \"%s\" lacks \"%s\"\n", __FILE__, __LINE__, #expr,           \
+                    cm_last_error(), (const char *)(needle));                                                \
+            check_failures++;                                                                                \
+        }                                                                                                    \
+    } while (0)
+
+#define CHECK_NEAR(a, b, tol)                                                                                \
+    do {                                                                                                     \
+        double check_a_ = (a), check_b_ = (b);                                                               \
+        if (!(fabs(check_a_ - check_b_) <= (tol))) {                                                         \
+            fprintf(stderr, "%s:%d: %s = %.9g, %s = %.9g, differ by more than %g\n", __FILE__, __LINE__, #a, \
+                    check_a_, #b, check_b_, (double)(tol));                                                  \
+            check_failures++;                                                                                \
+        }                                                                                                    \
+    } while (0)
+
+#define CHECK_DONE()                                                                                         \
+    do {                                                                                                     \
+        if (check_failures) fprintf(stderr, "%d check(s) failed\n", check_failures);                         \
+        return check_failures ? 1 : 0;                                                                       \
+    } while (0)
+
+/* Path under the shared data folder (static buffer rotation: up to 8 live results). Exits the test with a
+ * clear message if the folder is missing. */
+static inline const char *cm_test_shared(const char *rel) {
+    static char bufs[8][4096];
+    static int k = 0;
+    const char *root = getenv("CAMELID_SHARED");
+    if (!root) root = "../shared";
+    char *b = bufs[k++ & 7];
+    snprintf(b, sizeof bufs[0], "%s/data/%s", root, rel);
+    FILE *f = fopen(b, "rb");
+    if (!f) {
+        fprintf(stderr, "missing shared test data: %s (set CAMELID_SHARED to the shared folder)\n", b);
+        exit(1);
+    }
+    fclose(f);
+    return b;
+}
+
+/* Path under tests/data (committed goldens). */
+static inline const char *cm_test_data(const char *rel) {
+    static char bufs[8][4096];
+    static int k = 0;
+    const char *root = getenv("CAMELID_TESTDATA");
+    if (!root) root = "tests/data";
+    char *b = bufs[k++ & 7];
+    snprintf(b, sizeof bufs[0], "%s/%s", root, rel);
+    return b;
+}
+
+/* A fresh temporary folder for this test (under $TMPDIR), heap string. */
+static inline char *cm_test_tmpdir(void) {
+    const char *base = getenv("TMPDIR");
+    if (!base) base = "/tmp";
+    char *p = malloc(4096);
+    snprintf(p, 4096, "%s/camelid-test-XXXXXX", base);
+    extern char *mkdtemp(char *);
+    if (!mkdtemp(p)) {
+        perror("mkdtemp");
+        exit(1);
+    }
+    return p;
+}
+
+#endif
