@@ -1,2 +1,90 @@
+/* camelid — the command-line interface. It parses arguments and calls the library, nothing more. */
+#include <stdarg.h>
 #include <stdio.h>
-int main(void) { puts("camelid"); return 0; }
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "args.h"
+#include "camelid/file.h"
+#include "camelid/generate.h"
+#include "camelid/gguf.h"
+#include "camelid/llama.h"
+#include "camelid/model.h"
+#include "camelid/sampler.h"
+#include "camelid/tokenizer.h"
+#include "commands.h"
+
+#define MAX_INPUT_BYTES ((size_t)1 << 30)
+
+int cli_fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("camelid: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 1;
+}
+
+int cli_fail_status(void) { return cli_fail("%s", cm_last_error()); }
+
+/* Parse argv for a command with the options every command shares (-t/--threads, -h/--help). Returns -1 on
+ * error (already reported), 1 if help was printed, 0 to go on. */
+int cli_parse(int argc, char **argv, arg_spec *specs, size_t n_specs, const char *help, int *threads,
+              const char **positional, int *n_positional) {
+    bool want_help = false;
+    arg_spec *all = calloc(n_specs + 3, sizeof *all);
+    if (!all) return cli_fail("out of memory"), -1;
+    memcpy(all, specs, n_specs * sizeof *all);
+    all[n_specs] = (arg_spec){"threads", 't', ARG_INT, threads, NULL};
+    all[n_specs + 1] = (arg_spec){"help", 'h', ARG_FLAG, &want_help, NULL};
+    char err[512];
+    int rc = args_parse(argc, argv, all, positional, n_positional, err, sizeof err);
+    free(all);
+    if (rc != 0) return cli_fail("%s", err), -1;
+    if (want_help) {
+        fputs(help, stdout);
+        return 1;
+    }
+    if (*threads < 1) return cli_fail("--threads must be at least 1"), -1;
+    return 0;
+}
+
+int cli_default_threads(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+static const char *main_help =
+    "usage: camelid <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  generate   generate text from a model (HF folder, .safetensors, .gguf, llama2.c .bin)\n"
+    "  tokenize   print the tokens of a text\n"
+    "  convert    convert a model to a Hugging Face folder or a GGUF file\n"
+    "  inspect    show a model's or tokenizer's config, tensors and vocabulary\n"
+    "\n"
+    "Every command accepts -t/--threads N and -h/--help. Run `camelid <command> --help` for its options.\n";
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fputs(main_help, stderr);
+        return 1;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        fputs(main_help, stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
+        puts("camelid 0.1.0");
+        return 0;
+    }
+    if (!strcmp(cmd, "generate")) return cmd_generate(argc - 2, argv + 2);
+    if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 2, argv + 2);
+    if (!strcmp(cmd, "convert")) return cmd_convert(argc - 2, argv + 2);
+    if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 2, argv + 2);
+    return cli_fail("unknown command \"%s\" (see camelid --help)", cmd);
+}

@@ -65,6 +65,7 @@ cm_gguf_type cm_gguf_kv_type(const cm_gguf *g, size_t i);
 cm_status cm_gguf_get_u32(const cm_gguf *g, const char *key, uint32_t *out);
 cm_status cm_gguf_get_i64(const cm_gguf *g, const char *key, int64_t *out);
 cm_status cm_gguf_get_f32(const cm_gguf *g, const char *key, float *out);
+cm_status cm_gguf_get_f64(const cm_gguf *g, const char *key, double *out); /* FLOAT32/FLOAT64, exact */
 cm_status cm_gguf_get_bool(const cm_gguf *g, const char *key, bool *out);
 /* String values point into the file (not NUL-terminated): pointer + length. */
 cm_status cm_gguf_get_str(const cm_gguf *g, const char *key, const char **s, size_t *len);
@@ -80,7 +81,9 @@ size_t cm_gguf_tensor_count(const cm_gguf *g);
 const cm_tensor *cm_gguf_tensor(const cm_gguf *g, size_t i);
 uint32_t cm_gguf_tensor_ggml_type(const cm_gguf *g, size_t i);
 const cm_tensor *cm_gguf_find_tensor(const cm_gguf *g, const char *name); /* NULL if absent */
-const char *cm_ggml_type_name(uint32_t ggml_type);
+const char *cm_ggml_type_name(uint32_t ggml_type); /* "F32", "Q8_0", ...; NULL for an unknown type */
+/* Block geometry of a ggml type: returns 1 and sets elements/bytes per block if the type is known, else 0. */
+int cm_ggml_type_block(uint32_t ggml_type, size_t *block_elems, size_t *block_bytes);
 
 /* Writer (v3, alignment 32). Values are copied when set; tensor data must stay valid until commit. */
 typedef struct cm_gguf_writer cm_gguf_writer;
@@ -94,11 +97,20 @@ cm_status cm_gguf_writer_set_arr_str(cm_gguf_writer *w, const char *key, const c
                                      const size_t *lens, size_t n);
 cm_status cm_gguf_writer_set_arr(cm_gguf_writer *w, const char *key, cm_gguf_type elem_type, const void *data,
                                  size_t n);
+/* Any non-string, non-array type; `value` points to the matching C type (uint8_t ... double, bool). */
+cm_status cm_gguf_writer_set_scalar(cm_gguf_writer *w, const char *key, cm_gguf_type type, const void *value);
+/* Copy KV `i` of a reader verbatim (any type, arrays included). */
+cm_status cm_gguf_writer_copy_kv(cm_gguf_writer *w, const cm_gguf *g, size_t i);
+/* Setting general.alignment (UINT32, a power of two) changes the writer's alignment; otherwise it is 32 and
+ * the key is not written (llama.cpp's default). */
 /* `shape` row-major (written reversed as ne[]); dtype F32/F16/BF16. */
 cm_status cm_gguf_writer_add_tensor(cm_gguf_writer *w, const char *name, cm_dtype dtype, int ndim,
                                     const int64_t *shape, const void *data, size_t nbytes);
 cm_status cm_gguf_writer_add_tensor_owned(cm_gguf_writer *w, const char *name, cm_dtype dtype, int ndim,
                                           const int64_t *shape, void *data, size_t nbytes);
+/* Any ggml type camelid knows the block size of (quantized blocks copied as they are). */
+cm_status cm_gguf_writer_add_tensor_ggml(cm_gguf_writer *w, const char *name, uint32_t ggml_type, int ndim,
+                                         const int64_t *shape, const void *data, size_t nbytes);
 cm_status cm_gguf_writer_commit(cm_gguf_writer *w); /* frees w */
 void cm_gguf_writer_abort(cm_gguf_writer *w);
 

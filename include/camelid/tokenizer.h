@@ -38,6 +38,11 @@ cm_status cm_tokenizer_parse_llama2c(const void *data, size_t size, int vocab_si
 /* From GGUF metadata (tokenizer.ggml.*). CM_ERR_NOT_FOUND if the file has no vocabulary
  * (no tokenizer.ggml.model or "no_vocab"). */
 cm_status cm_tokenizer_from_gguf(const struct cm_gguf *g, cm_tokenizer **out);
+/* Build from pieces in memory (SentencePiece form). `types` may be NULL: then `unk` is UNKNOWN, `bos`/`eos`
+ * are CONTROL, "<0xXX>" pieces are BYTE and the rest NORMAL. Ids of -1 mean "none". */
+cm_status cm_tokenizer_from_pieces(const char *const *pieces, const size_t *lens, const float *scores,
+                                   const cm_token_type *types, size_t n, int bos, int eos, int unk,
+                                   cm_tokenizer **out);
 void cm_tokenizer_close(cm_tokenizer *t);
 
 cm_tokenizer_kind cm_tokenizer_kind_of(const cm_tokenizer *t);
@@ -82,6 +87,8 @@ size_t cm_tokenizer_max_piece_len(const cm_tokenizer *t);
 /* Writers: SentencePiece tokenizer.model (loadable by sentencepiece and transformers' LlamaTokenizer) and the
  * GGUF tokenizer.ggml.* keys. */
 cm_status cm_tokenizer_save_spm_model(const cm_tokenizer *t, const char *path);
+/* The same tokenizer.model bytes in a malloc'd buffer (caller frees). */
+cm_status cm_tokenizer_serialize_spm_model(const cm_tokenizer *t, uint8_t **data, size_t *size);
 struct cm_gguf_writer;
 cm_status cm_tokenizer_write_gguf(const cm_tokenizer *t, struct cm_gguf_writer *w);
 

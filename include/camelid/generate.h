@@ -1,0 +1,45 @@
+/* Text generation: the `generate(prompt tokens, sampling, stop rules) -> streamed text` half of the model
+ * interface every client (CLI, server, evaluation) uses. */
+#ifndef CAMELID_GENERATE_H
+#define CAMELID_GENERATE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "camelid/llama.h"
+#include "camelid/sampler.h"
+#include "camelid/tokenizer.h"
+
+typedef struct cm_generate_params {
+    int n_predict;           /* new tokens at most; < 0: until the context is full */
+    const char *const *stop; /* stop strings (the text before the first match is kept) */
+    int n_stop;
+    bool echo_prompt; /* stream the prompt's text first */
+} cm_generate_params;
+
+typedef enum {
+    CM_STOP_LENGTH = 0, /* n_predict reached */
+    CM_STOP_EOS,        /* an end-of-generation token (or BOS, as llama2.c) was sampled */
+    CM_STOP_STRING,     /* a stop string appeared */
+    CM_STOP_CONTEXT,    /* the context is full */
+    CM_STOP_CALLER,     /* the callback asked to stop */
+} cm_stop_reason;
+
+typedef struct cm_generate_result {
+    int n_prompt, n_generated;
+    double prompt_seconds, generate_seconds;
+    cm_stop_reason stop;
+} cm_generate_result;
+
+/* Receives text as soon as it is final (never inside a UTF-8 character, never part of a stop string);
+ * return nonzero to stop. */
+typedef int (*cm_text_callback)(void *user, const char *text, size_t len);
+
+const char *cm_stop_reason_name(cm_stop_reason r);
+
+/* Run the prompt (positions 0..n_prompt-1 of a fresh state), then sample until a stop rule fires. */
+cm_status cm_generate(const cm_model *m, const cm_tokenizer *tok, cm_state *state, cm_sampler *sampler,
+                      const int32_t *prompt, int n_prompt, const cm_generate_params *params,
+                      cm_text_callback on_text, void *user, cm_generate_result *result);
+
+#endif

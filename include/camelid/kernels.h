@@ -1,0 +1,24 @@
+/* Numeric kernels over plain arrays. Each has a plain-C reference; faster variants must agree with it
+ * within stated tolerances (tests/unit/test_kernels.c). Kernels know nothing of models. */
+#ifndef CAMELID_KERNELS_H
+#define CAMELID_KERNELS_H
+
+#include <stddef.h>
+
+#include "camelid/dtype.h"
+
+/* y[t, r] = sum_c x[t, c] * W[r, c] for t < n, r < rows: a batch of n activations times W^T, W [rows, cols]
+ * in dtype F32/F16/BF16. Rows are split across `n_threads` threads. */
+void cm_matmul(float *y, const float *x, int n, const void *w, cm_dtype wtype, int rows, int cols, int n_threads);
+/* The plain single-threaded reference of cm_matmul. */
+void cm_matmul_ref(float *y, const float *x, int n, const void *w, cm_dtype wtype, int rows, int cols);
+
+/* out = x * rsqrt(mean(x^2) + eps) * weight, over n elements (out may alias x). */
+void cm_rmsnorm(float *out, const float *x, const float *weight, int n, float eps);
+/* In-place softmax over n elements. */
+void cm_softmax(float *x, int n);
+/* a[i] = silu(a[i]) * b[i] */
+void cm_swiglu(float *a, const float *b, int n);
+float cm_dot_f32(const float *a, const float *b, int n);
+
+#endif

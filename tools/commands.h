@@ -1,0 +1,24 @@
+/* The CLI's commands and the helpers they share. */
+#ifndef CAMELID_COMMANDS_H
+#define CAMELID_COMMANDS_H
+
+#include <stddef.h>
+
+#include "args.h"
+
+int cmd_generate(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+
+/* Print "camelid: error: ..." (one line) to stderr and return 1. */
+int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* cli_fail with the library's last error message. */
+int cli_fail_status(void);
+int cli_parse(int argc, char **argv, arg_spec *specs, size_t n_specs, const char *help, int *threads,
+              const char **positional, int *n_positional);
+int cli_default_threads(void);
+/* Read a whole file ("-" = stdin) byte for byte. */
+int cli_read_input(const char *path, char **data, size_t *len);
+
+#endif
