@@ -28,6 +28,8 @@ static const char *help =
     "  --min-p P               drop tokens below P x the top probability (default 0.05; 0 = off)\n"
     "  --repeat-penalty R      penalise recently seen tokens (default 1.0 = off)\n"
     "  --repeat-last-n N       how many recent tokens the penalty looks at (default 64; -1 = all)\n"
+    "  --samplers LIST         order of the sampling stages, ';'-separated (default\n"
+    "                          \"top_k;top_p;min_p;temperature\", as llama.cpp; llama2.c's is \"temperature;top_p\")\n"
     "  --stop STR              stop before STR appears (repeatable)\n"
     "  -s, --seed S            random seed (default: from the clock; printed to stderr)\n"
     "  --no-echo               print only the continuation, not the prompt\n"
@@ -45,7 +47,7 @@ static int write_text(void *user, const char *text, size_t len) {
 }
 
 int cmd_generate(int argc, char **argv) {
-    const char *tok_path = NULL, *prompt = NULL, *prompt_file = NULL;
+    const char *tok_path = NULL, *prompt = NULL, *prompt_file = NULL, *samplers = NULL;
     int n_predict = 256, ctx = 0, threads = cli_default_threads();
     bool no_echo = false, seed_given = false;
     cm_sampler_params sp = cm_sampler_defaults();
@@ -63,6 +65,7 @@ int cmd_generate(int argc, char **argv) {
         {"min-p", 0, ARG_FLOAT, &sp.min_p, NULL},
         {"repeat-penalty", 0, ARG_FLOAT, &sp.repeat_penalty, NULL},
         {"repeat-last-n", 0, ARG_INT, &sp.repeat_last_n, NULL},
+        {"samplers", 0, ARG_STRING, &samplers, NULL},
         {"stop", 0, ARG_STRINGS, &stops, NULL},
         {"seed", 's', ARG_U64, &sp.seed, &seed_given},
         {"no-echo", 0, ARG_FLAG, &no_echo, NULL},
@@ -104,7 +107,7 @@ int cmd_generate(int argc, char **argv) {
         goto out;
     }
     if (!seed_given) sp.seed = (uint64_t)time(NULL);
-    if (cm_sampler_params_validate(&sp) != CM_OK) {
+    if ((samplers && cm_sampler_parse_order(samplers, &sp) != CM_OK) || cm_sampler_params_validate(&sp) != CM_OK) {
         cli_fail_status();
         goto out;
     }

@@ -16,7 +16,7 @@ typedef struct cm_state cm_state;
 cm_status cm_state_open(const cm_model *m, int ctx_len, int max_batch, int n_threads, cm_state **out);
 void cm_state_close(cm_state *s);
 int cm_state_ctx_len(const cm_state *s);
-void cm_state_set_threads(cm_state *s, int n_threads);
+cm_status cm_state_set_threads(cm_state *s, int n_threads);
 
 /* Run tokens[0..n) at positions pos..pos+n-1 (the cache must hold positions < pos). Writes the logits of
  * every token (logits: n x vocab) with all_logits, else only of the last one (logits: vocab). */

@@ -1,13 +1,23 @@
-/* Sampling the next token from logits, with llama.cpp's chain order (FACTS 3):
- * repetition penalty -> top-k -> top-p -> min-p -> temperature -> draw. Temperature <= 0 is greedy (argmax).
- * The random source is llama2.c's xorshift* (one coin per draw), so a seed reproduces llama2.c's samples
- * where the settings coincide (top-k 0, min-p 0, temperature 1). */
+/* Sampling the next token from logits. The repetition penalty comes first, then the stages in `order`
+ * (llama.cpp's default chain, FACTS 3: top-k -> top-p -> min-p -> temperature), then one draw. Temperature
+ * <= 0 is greedy (argmax). The random source is llama2.c's xorshift* (one coin per draw) and top-p keeps
+ * llama2.c's arithmetic, so a seed reproduces llama2.c's samples with the order "temperature;top_p" and
+ * top-k / min-p off. */
 #ifndef CAMELID_SAMPLER_H
 #define CAMELID_SAMPLER_H
 
 #include <stdint.h>
 
 #include "camelid/status.h"
+
+typedef enum {
+    CM_SAMPLE_TOP_K = 0,
+    CM_SAMPLE_TOP_P,
+    CM_SAMPLE_MIN_P,
+    CM_SAMPLE_TEMPERATURE,
+} cm_sample_stage;
+
+#define CM_MAX_SAMPLE_STAGES 8
 
 typedef struct cm_sampler_params {
     float temperature;    /* default 0.8; <= 0 greedy */
@@ -17,7 +27,13 @@ typedef struct cm_sampler_params {
     float repeat_penalty; /* default 1.0 (off) */
     int repeat_last_n;    /* default 64; 0 off, -1 the whole history */
     uint64_t seed;
+    cm_sample_stage order[CM_MAX_SAMPLE_STAGES]; /* default: top-k, top-p, min-p, temperature */
+    int n_order;
 } cm_sampler_params;
+
+/* Parse an order such as "top_k;top_p;min_p;temperature" (',' or ';' between names; llama.cpp's spellings
+ * top_k/top-k, top_p/top-p, min_p/min-p, temperature/temp). */
+cm_status cm_sampler_parse_order(const char *text, cm_sampler_params *p);
 
 cm_sampler_params cm_sampler_defaults(void);
 cm_status cm_sampler_params_validate(const cm_sampler_params *p);

@@ -65,7 +65,10 @@ cm_status cm_tokenizer_encode(const cm_tokenizer *t, const char *text, size_t le
 
 /* Streaming decoder: feed ids one at a time, get bytes that never end inside a UTF-8 character. Follows
  * SentencePiece: "▁" -> space, no leading space for the first piece after BOS (or at the very start),
- * byte pieces -> raw bytes, control tokens -> nothing. */
+ * byte pieces -> raw bytes, control tokens -> nothing, unk -> " ⁇ ". As in sentencepiece, only the first
+ * text piece of the stream loses its leading space (control tokens before it do not count; a BOS later in
+ * the stream does not start over). Invalid UTF-8 from byte pieces is passed through as it is, once proven
+ * invalid (sentencepiece would substitute U+FFFD). */
 typedef struct cm_detokenizer {
     const cm_tokenizer *tok;
     int prev;             /* previous id, -1 at start */

@@ -85,6 +85,17 @@ static cm_status read_config(const cm_gguf *g, cm_config *c) {
             return cm_error(CM_ERR_UNSUPPORTED, "%s: %s \"%.*s\" is not supported", path, key, (int)n, s);
         }
     }
+    /* camelid records llama3-style scaling by its parameters too (llama.cpp reads only rope_freqs.weight), so
+     * that a GGUF converts back to an HF config.json without loss */
+    if (cm_gguf_find(g, "camelid.rope.llama3.factor") >= 0) {
+        c->rope_scaling = CM_ROPE_SCALING_LLAMA3;
+        CM_TRY(cm_gguf_get_f32(g, "camelid.rope.llama3.factor", &c->rope_factor));
+        CM_TRY(cm_gguf_get_f32(g, "camelid.rope.llama3.low_freq_factor", &c->rope_low_freq_factor));
+        CM_TRY(cm_gguf_get_f32(g, "camelid.rope.llama3.high_freq_factor", &c->rope_high_freq_factor));
+        uint32_t orig;
+        CM_TRY(cm_gguf_get_u32(g, "camelid.rope.llama3.original_context_length", &orig));
+        c->rope_original_max_pos = (int)orig;
+    }
     float scale_linear = 0.0f;
     CM_TRY(opt_f32(g, arch, "rope.scale_linear", &scale_linear));
     if (scale_linear > 0.0f && scale_linear != 1.0f) {
@@ -134,7 +145,7 @@ cm_status cm_model_open_gguf(const char *path, cm_model **out) {
     }
     if ((st = cm_model_bind(m, &cm_names_gguf, gguf_lookup, g, path)) != CM_OK) goto fail;
     const cm_tensor *rf = cm_gguf_find_tensor(g, "rope_freqs.weight");
-    if (rf) {
+    if (rf && m->cfg.rope_scaling != CM_ROPE_SCALING_LLAMA3) {
         if (!(rf->ndim == 1 && rf->shape[0] == m->cfg.head_dim / 2 && cm_dtype_is_float(rf->dtype))) {
             st = cm_error(CM_ERR_FORMAT, "%s: rope_freqs.weight must be a float vector of %d", path, m->cfg.head_dim / 2);
             goto fail;
@@ -230,6 +241,13 @@ cm_status cm_model_save_gguf(const cm_model *m, const cm_tokenizer *tok, const c
             rope_factors[i] = (float)(base / scaled * extra);
         }
         TRY(add_f32_vector(w, "rope_freqs.weight", rope_factors, half));
+    }
+    if (c->rope_scaling == CM_ROPE_SCALING_LLAMA3) {
+        TRY(cm_gguf_writer_set_f32(w, "camelid.rope.llama3.factor", c->rope_factor));
+        TRY(cm_gguf_writer_set_f32(w, "camelid.rope.llama3.low_freq_factor", c->rope_low_freq_factor));
+        TRY(cm_gguf_writer_set_f32(w, "camelid.rope.llama3.high_freq_factor", c->rope_high_freq_factor));
+        TRY(cm_gguf_writer_set_u32(w, "camelid.rope.llama3.original_context_length",
+                                   (uint32_t)c->rope_original_max_pos));
     }
     for (int l = 0; l < c->n_layers; l++) {
         const cm_layer *L = &m->layers[l];

@@ -4,7 +4,9 @@
 #include "camelid/config.h"
 
 #include <jansson.h>
+#include <float.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,14 +17,21 @@
 
 static const char *json_kind(const json_t *v) {
     switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a real number";
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+        return "an integer";
+    case JSON_REAL:
+        return "a real number";
     case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    case JSON_NULL: return "null";
+    case JSON_FALSE:
+        return "a boolean";
+    case JSON_NULL:
+        return "null";
     }
     return "?";
 }
@@ -52,7 +61,8 @@ static const char *show(const char *s, char *buf, size_t cap) {
 
 /* Key lookups: `pre` is the enclosing object's name for messages ("" at the top level). Absent keys leave
  * *dst alone. *is_null (if not NULL) reports an explicit null, which is otherwise an error. */
-static cm_status get_int(const char *path, json_t *obj, const char *pre, const char *key, int *dst, bool *is_null) {
+static cm_status get_int(const char *path, json_t *obj, const char *pre, const char *key, int *dst,
+                         bool *is_null) {
     json_t *v = json_object_get(obj, key);
     if (is_null) *is_null = false;
     if (!v) return CM_OK;
@@ -61,7 +71,8 @@ static cm_status get_int(const char *path, json_t *obj, const char *pre, const c
         return CM_OK;
     }
     if (!json_is_integer(v))
-        return cm_error(CM_ERR_FORMAT, "%s: \"%s%s\" must be an integer, got %s", path, pre, key, json_kind(v));
+        return cm_error(CM_ERR_FORMAT, "%s: \"%s%s\" must be an integer, got %s", path, pre, key,
+                        json_kind(v));
     json_int_t x = json_integer_value(v);
     if (x < INT_MIN || x > INT_MAX)
         return cm_error(CM_ERR_FORMAT, "%s: \"%s%s\" = %lld is out of range", path, pre, key, (long long)x);
@@ -74,7 +85,10 @@ static cm_status get_float(const char *path, json_t *obj, const char *pre, const
     if (!v) return CM_OK;
     if (!json_is_number(v))
         return cm_error(CM_ERR_FORMAT, "%s: \"%s%s\" must be a number, got %s", path, pre, key, json_kind(v));
-    *dst = (float)json_number_value(v);
+    double d = json_number_value(v);
+    if (!(fabs(d) <= FLT_MAX))
+        return cm_error(CM_ERR_FORMAT, "%s: \"%s%s\" = %g is out of range for a float", path, pre, key, d);
+    *dst = (float)d;
     return CM_OK;
 }
 
@@ -88,8 +102,7 @@ static cm_status get_bool(const char *path, json_t *obj, const char *key, bool *
 }
 
 static cm_status require(const char *path, json_t *obj, const char *pre, const char *key) {
-    if (!json_object_get(obj, key))
-        return cm_error(CM_ERR_FORMAT, "%s: \"%s\" needs \"%s\"", path, pre, key);
+    if (!json_object_get(obj, key)) return cm_error(CM_ERR_FORMAT, "%s: \"%s\" needs \"%s\"", path, pre, key);
     return CM_OK;
 }
 
@@ -98,7 +111,8 @@ static cm_status parse_rope(const char *path, json_t *obj, const char *name, boo
     char pre[64], tb[96];
     snprintf(pre, sizeof pre, "%s.", name);
     if (!json_is_object(obj))
-        return cm_error(CM_ERR_FORMAT, "%s: \"%s\" must be an object or null, got %s", path, name, json_kind(obj));
+        return cm_error(CM_ERR_FORMAT, "%s: \"%s\" must be an object or null, got %s", path, name,
+                        json_kind(obj));
     if (v5) CM_TRY(get_float(path, obj, pre, "rope_theta", &c->rope_theta));
     json_t *jt = json_object_get(obj, "rope_type");
     const char *tkey = "rope_type";
@@ -109,7 +123,8 @@ static cm_status parse_rope(const char *path, json_t *obj, const char *name, boo
     const char *type = "default";
     if (jt && !json_is_null(jt)) {
         if (!json_is_string(jt))
-            return cm_error(CM_ERR_FORMAT, "%s: \"%s%s\" must be a string, got %s", path, pre, tkey, json_kind(jt));
+            return cm_error(CM_ERR_FORMAT, "%s: \"%s%s\" must be a string, got %s", path, pre, tkey,
+                            json_kind(jt));
         type = json_string_value(jt);
     } else if (!v5) {
         return cm_error(CM_ERR_FORMAT, "%s: \"%s\" has no \"rope_type\" (or \"type\")", path, name);
@@ -136,9 +151,10 @@ static cm_status parse_rope(const char *path, json_t *obj, const char *name, boo
                         "linear and llama3)",
                         path, pre, tkey, type);
     } else {
-        return cm_error(CM_ERR_UNSUPPORTED,
-                        "%s: \"%s%s\" is \"%s\": unknown RoPE type (camelid reads default, linear and llama3)",
-                        path, pre, tkey, show(type, tb, sizeof tb));
+        return cm_error(
+            CM_ERR_UNSUPPORTED,
+            "%s: \"%s%s\" is \"%s\": unknown RoPE type (camelid reads default, linear and llama3)", path, pre,
+            tkey, show(type, tb, sizeof tb));
     }
     return CM_OK;
 }
@@ -152,7 +168,8 @@ static cm_status check_family(const char *path, json_t *root) {
     json_t *mt = json_object_get(root, "model_type");
     if (mt && !json_is_null(mt)) {
         if (!json_is_string(mt))
-            return cm_error(CM_ERR_FORMAT, "%s: \"model_type\" must be a string, got %s", path, json_kind(mt));
+            return cm_error(CM_ERR_FORMAT, "%s: \"model_type\" must be a string, got %s", path,
+                            json_kind(mt));
         const char *t = json_string_value(mt);
         if (strcmp(t, "llama") != 0 && strcmp(t, "mistral") != 0)
             return cm_error(CM_ERR_UNSUPPORTED,
@@ -200,12 +217,13 @@ static cm_status parse_eos(const char *path, json_t *root, cm_config *c) {
         return CM_OK;
     }
     if (!json_is_array(v))
-        return cm_error(CM_ERR_FORMAT, "%s: \"eos_token_id\" must be an integer or a list of integers, got %s", path,
+        return cm_error(CM_ERR_FORMAT,
+                        "%s: \"eos_token_id\" must be an integer or a list of integers, got %s", path,
                         json_kind(v));
     size_t n = json_array_size(v);
     if (n > CM_MAX_EOS)
-        return cm_error(CM_ERR_UNSUPPORTED, "%s: \"eos_token_id\" lists %zu ids, more than the %d supported", path,
-                        n, CM_MAX_EOS);
+        return cm_error(CM_ERR_UNSUPPORTED, "%s: \"eos_token_id\" lists %zu ids, more than the %d supported",
+                        path, n, CM_MAX_EOS);
     for (size_t i = 0; i < n; i++) {
         json_t *e = json_array_get(v, i);
         if (!json_is_integer(e))
@@ -251,29 +269,33 @@ static cm_status parse_root(const char *path, json_t *root, cm_config *c) {
 
     CM_TRY(get_bool(path, root, "tie_word_embeddings", &c->tie_embeddings));
     json_t *bos = json_object_get(root, "bos_token_id");
-    if (bos && json_is_null(bos)) c->bos_id = -1;
-    else CM_TRY(get_int(path, root, "", "bos_token_id", &c->bos_id, NULL));
+    if (bos && json_is_null(bos))
+        c->bos_id = -1;
+    else
+        CM_TRY(get_int(path, root, "", "bos_token_id", &c->bos_id, NULL));
     CM_TRY(parse_eos(path, root, c));
 
     json_t *act = json_object_get(root, "hidden_act");
     if (act) {
         char b[96];
         if (!json_is_string(act))
-            return cm_error(CM_ERR_FORMAT, "%s: \"hidden_act\" must be a string, got %s", path, json_kind(act));
+            return cm_error(CM_ERR_FORMAT, "%s: \"hidden_act\" must be a string, got %s", path,
+                            json_kind(act));
         const char *a = json_string_value(act);
         if (strcmp(a, "silu") != 0 && strcmp(a, "swish") != 0)
-            return cm_error(CM_ERR_UNSUPPORTED, "%s: \"hidden_act\" is \"%s\"; camelid's MLP is SwiGLU (\"silu\")",
-                            path, show(a, b, sizeof b));
+            return cm_error(CM_ERR_UNSUPPORTED,
+                            "%s: \"hidden_act\" is \"%s\"; camelid's MLP is SwiGLU (\"silu\")", path,
+                            show(a, b, sizeof b));
     }
     bool attn_bias = false, mlp_bias = false;
     CM_TRY(get_bool(path, root, "attention_bias", &attn_bias));
     CM_TRY(get_bool(path, root, "mlp_bias", &mlp_bias));
     if (attn_bias)
-        return cm_error(CM_ERR_UNSUPPORTED, "%s: \"attention_bias\" is true; biased projections are not supported",
-                        path);
+        return cm_error(CM_ERR_UNSUPPORTED,
+                        "%s: \"attention_bias\" is true; biased projections are not supported", path);
     if (mlp_bias)
-        return cm_error(CM_ERR_UNSUPPORTED, "%s: \"mlp_bias\" is true; biased MLP projections are not supported",
-                        path);
+        return cm_error(CM_ERR_UNSUPPORTED,
+                        "%s: \"mlp_bias\" is true; biased MLP projections are not supported", path);
     /* sliding_window (mistral), pad_token_id, torch_dtype, pretraining_tp, ... are accepted and ignored. */
 
     /* canonical form: scaling fields that the chosen kind does not use keep their defaults */
@@ -288,12 +310,14 @@ static cm_status parse_root(const char *path, json_t *root, cm_config *c) {
     if (kv_null) c->n_kv_heads = c->n_heads;
     if (hd_null) {
         if (c->n_heads <= 0)
-            return cm_error(CM_ERR_FORMAT, "%s: \"num_attention_heads\" = %d must be positive", path, c->n_heads);
+            return cm_error(CM_ERR_FORMAT, "%s: \"num_attention_heads\" = %d must be positive", path,
+                            c->n_heads);
         if (c->dim % c->n_heads != 0)
-            return cm_error(CM_ERR_FORMAT,
-                            "%s: \"hidden_size\" = %d is not divisible by \"num_attention_heads\" = %d (and there "
-                            "is no \"head_dim\")",
-                            path, c->dim, c->n_heads);
+            return cm_error(
+                CM_ERR_FORMAT,
+                "%s: \"hidden_size\" = %d is not divisible by \"num_attention_heads\" = %d (and there "
+                "is no \"head_dim\")",
+                path, c->dim, c->n_heads);
         c->head_dim = c->dim / c->n_heads;
     }
     c->rope_layout = CM_ROPE_HALF;
@@ -340,7 +364,9 @@ static json_t *real_of_float(float f) {
     return json_real(strtod(buf, NULL));
 }
 
-static int set(json_t *o, const char *k, json_t *v) { return v ? json_object_set_new(o, k, v) : -1; }
+static int set(json_t *o, const char *k, json_t *v) {
+    return v ? json_object_set_new(o, k, v) : -1;
+}
 
 cm_status cm_config_to_hf_json(const cm_config *c, const char *torch_dtype, char **out) {
     *out = NULL;

@@ -2,6 +2,7 @@
  * model.safetensors.index.json, tensors named as transformers' LlamaForCausalLM names them, RoPE in the
  * rotate-half layout. Reading maps the shards (zero-copy); writing produces a folder transformers loads. */
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -233,6 +234,32 @@ static cm_status write_tokenizer_files(const cm_model *m, const cm_tokenizer *to
     return write_json(dir, "special_tokens_map.json", special);
 }
 
+/* config.json cannot hold per-frequency RoPE divisors (a GGUF's rope_freqs.weight); Llama 3.1 files carry
+ * the llama3 scaling with the published parameters, so recognise those and refuse anything else. */
+static cm_status llama3_from_factors(const cm_model *m, cm_config *c) {
+    float max = 0.0f;
+    int half = c->head_dim / 2;
+    for (int i = 0; i < half; i++)
+        if (m->rope_freq_factors[i] > max) max = m->rope_freq_factors[i];
+    cm_config guess = *c;
+    guess.rope_scaling = CM_ROPE_SCALING_LLAMA3;
+    guess.rope_factor = max;
+    guess.rope_low_freq_factor = 1.0f;
+    guess.rope_high_freq_factor = 4.0f;
+    guess.rope_original_max_pos = 8192;
+    for (int i = 0; i < half; i++) {
+        double base = 1.0 / pow((double)c->rope_theta, (double)(2 * i) / c->head_dim);
+        double factor = base / cm_config_rope_inv_freq(&guess, i);
+        if (fabs(factor - m->rope_freq_factors[i]) > 1e-3 * factor)
+            return cm_error(CM_ERR_UNSUPPORTED,
+                            "%s: rope_freqs.weight does not match llama3 scaling (factor %g, 1, 4, 8192), and "
+                            "config.json has no other way to express it",
+                            m->path, max);
+    }
+    *c = guess;
+    return CM_OK;
+}
+
 cm_status cm_model_save_hf(const cm_model *m, const cm_tokenizer *tok, const char *dir, cm_dtype dtype) {
     const cm_config *c = &m->cfg;
     CM_TRY(cm_mkdir_p(dir));
@@ -242,6 +269,7 @@ cm_status cm_model_save_hf(const cm_model *m, const cm_tokenizer *tok, const cha
     char *config_text;
     cm_config hf = *c;
     hf.rope_layout = CM_ROPE_HALF;
+    if (m->rope_freq_factors) CM_TRY(llama3_from_factors(m, &hf));
     CM_TRY(cm_config_to_hf_json(&hf, cm_torch_dtype_name(main_dtype), &config_text));
     char *config_path = cm_path_join(dir, "config.json");
     cm_status st = config_path ? cm_write_file_atomic(config_path, config_text, strlen(config_text))

@@ -57,14 +57,21 @@ static const char *show(const char *s, char *buf, size_t cap) {
 
 static const char *json_kind(const json_t *v) {
     switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a real number";
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+        return "an integer";
+    case JSON_REAL:
+        return "a real number";
     case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    case JSON_NULL: return "null";
+    case JSON_FALSE:
+        return "a boolean";
+    case JSON_NULL:
+        return "null";
     }
     return "?";
 }
@@ -113,8 +120,8 @@ static cm_status parse_metadata(cm_safetensors *st, json_t *obj) {
     json_t *v;
     json_object_foreach(obj, key, v) {
         if (!json_is_string(v))
-            return cm_error(CM_ERR_FORMAT, "%s: __metadata__ \"%s\": value must be a string, got %s", st->path,
-                            show(key, b1, sizeof b1), json_kind(v));
+            return cm_error(CM_ERR_FORMAT, "%s: __metadata__ \"%s\": value must be a string, got %s",
+                            st->path, show(key, b1, sizeof b1), json_kind(v));
         st_meta *m = &st->meta[st->n_meta];
         m->key = strdup(key);
         m->value = strdup(json_string_value(v));
@@ -150,31 +157,32 @@ static cm_status parse_entry(const cm_safetensors *st, const char *name, json_t 
     if (!jo) return cm_error(CM_ERR_FORMAT, "%s: tensor \"%s\": missing \"data_offsets\"", st->path, shown);
 
     if (!json_is_string(jd))
-        return cm_error(CM_ERR_FORMAT, "%s: tensor \"%s\": \"dtype\" must be a string, got %s", st->path, shown,
-                        json_kind(jd));
+        return cm_error(CM_ERR_FORMAT, "%s: tensor \"%s\": \"dtype\" must be a string, got %s", st->path,
+                        shown, json_kind(jd));
     if (cm_dtype_from_name(json_string_value(jd), &t->dtype) != 0)
         return cm_error(CM_ERR_FORMAT, "%s: tensor \"%s\": unknown dtype \"%s\"", st->path, shown,
                         show(json_string_value(jd), kb, sizeof kb));
 
     if (!json_is_array(js))
-        return cm_error(CM_ERR_FORMAT, "%s: tensor \"%s\": \"shape\" must be an array, got %s", st->path, shown,
-                        json_kind(js));
+        return cm_error(CM_ERR_FORMAT, "%s: tensor \"%s\": \"shape\" must be an array, got %s", st->path,
+                        shown, json_kind(js));
     size_t ndim = json_array_size(js);
     if (ndim > CM_MAX_DIMS)
-        return cm_error(CM_ERR_FORMAT, "%s: tensor \"%s\": shape has %zu dimensions, more than the %d supported",
-                        st->path, shown, ndim, CM_MAX_DIMS);
+        return cm_error(CM_ERR_FORMAT,
+                        "%s: tensor \"%s\": shape has %zu dimensions, more than the %d supported", st->path,
+                        shown, ndim, CM_MAX_DIMS);
     t->ndim = (int)ndim;
     uint64_t numel = 1;
     bool numel_overflow = false;
     for (size_t d = 0; d < ndim; d++) {
         json_t *e = json_array_get(js, d);
         if (!json_is_integer(e))
-            return cm_error(CM_ERR_FORMAT, "%s: tensor \"%s\": shape[%zu] must be an integer, got %s", st->path,
-                            shown, d, json_kind(e));
+            return cm_error(CM_ERR_FORMAT, "%s: tensor \"%s\": shape[%zu] must be an integer, got %s",
+                            st->path, shown, d, json_kind(e));
         json_int_t x = json_integer_value(e);
         if (x < 0)
-            return cm_error(CM_ERR_FORMAT, "%s: tensor \"%s\": shape[%zu] is negative (%lld)", st->path, shown,
-                            d, (long long)x);
+            return cm_error(CM_ERR_FORMAT, "%s: tensor \"%s\": shape[%zu] is negative (%lld)", st->path,
+                            shown, d, (long long)x);
         t->shape[d] = (int64_t)x;
         if (__builtin_mul_overflow(numel, (uint64_t)x, &numel)) numel_overflow = true;
     }
@@ -184,12 +192,14 @@ static cm_status parse_entry(const cm_safetensors *st, const char *name, json_t 
     size_t esize = cm_dtype_block_bytes(t->dtype);
     uint64_t nbytes;
     if (numel_overflow || __builtin_mul_overflow(numel, (uint64_t)esize, &nbytes) || nbytes > SIZE_MAX)
-        return cm_error(CM_ERR_FORMAT, "%s: tensor \"%s\": shape is too large (element count x %zu bytes overflows)",
+        return cm_error(CM_ERR_FORMAT,
+                        "%s: tensor \"%s\": shape is too large (element count x %zu bytes overflows)",
                         st->path, shown, esize);
 
     if (!json_is_array(jo) || json_array_size(jo) != 2)
-        return cm_error(CM_ERR_FORMAT, "%s: tensor \"%s\": \"data_offsets\" must be an array [begin, end], got %s",
-                        st->path, shown, json_is_array(jo) ? "an array of another length" : json_kind(jo));
+        return cm_error(CM_ERR_FORMAT,
+                        "%s: tensor \"%s\": \"data_offsets\" must be an array [begin, end], got %s", st->path,
+                        shown, json_is_array(jo) ? "an array of another length" : json_kind(jo));
     json_t *jb = json_array_get(jo, 0), *je = json_array_get(jo, 1);
     if (!json_is_integer(jb) || !json_is_integer(je))
         return cm_error(CM_ERR_FORMAT, "%s: tensor \"%s\": data_offsets must be integers", st->path, shown);
@@ -212,8 +222,9 @@ static cm_status parse_entry(const cm_safetensors *st, const char *name, json_t 
         for (int d = 0; d < t->ndim; d++)
             k += (size_t)snprintf(shp + k, sizeof shp - k, "%s%lld", d ? ", " : "", (long long)t->shape[d]);
         snprintf(shp + k, sizeof shp - k, "]");
-        return cm_error(CM_ERR_FORMAT, "%s: tensor \"%s\": data_offsets [%lld, %lld] but %s %s needs %llu bytes",
-                        st->path, shown, (long long)b, (long long)e, cm_dtype_name(t->dtype), shp,
+        return cm_error(CM_ERR_FORMAT,
+                        "%s: tensor \"%s\": data_offsets [%lld, %lld] but %s %s needs %llu bytes", st->path,
+                        shown, (long long)b, (long long)e, cm_dtype_name(t->dtype), shp,
                         (unsigned long long)nbytes);
     }
     t->nbytes = (size_t)nbytes;
@@ -225,14 +236,15 @@ static cm_status parse_entry(const cm_safetensors *st, const char *name, json_t 
 static cm_status parse_header(cm_safetensors *st, const uint8_t *bytes, size_t size) {
     if (size == 0) return cm_error(CM_ERR_FORMAT, "%s: file is empty", st->path);
     if (size < 8)
-        return cm_error(CM_ERR_FORMAT, "%s: file is %zu bytes, too short for the 8-byte header length", st->path,
-                        size);
+        return cm_error(CM_ERR_FORMAT, "%s: file is %zu bytes, too short for the 8-byte header length",
+                        st->path, size);
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | bytes[i];
     if (hlen > size - 8)
-        return cm_error(CM_ERR_FORMAT,
-                        "%s: header length %llu at byte 0 runs past the end of the file (%zu bytes; truncated?)",
-                        st->path, (unsigned long long)hlen, size);
+        return cm_error(
+            CM_ERR_FORMAT,
+            "%s: header length %llu at byte 0 runs past the end of the file (%zu bytes; truncated?)",
+            st->path, (unsigned long long)hlen, size);
     if (hlen > ST_MAX_HEADER)
         return cm_error(CM_ERR_FORMAT, "%s: header length %llu is over the %llu-byte limit", st->path,
                         (unsigned long long)hlen, (unsigned long long)ST_MAX_HEADER);
@@ -241,8 +253,8 @@ static cm_status parse_header(cm_safetensors *st, const uint8_t *bytes, size_t s
                         (unsigned long long)hlen);
     const char *header = (const char *)bytes + 8;
     if (header[0] != '{')
-        return cm_error(CM_ERR_FORMAT, "%s: header at byte 8 does not start with '{' (not a safetensors file?)",
-                        st->path);
+        return cm_error(CM_ERR_FORMAT,
+                        "%s: header at byte 8 does not start with '{' (not a safetensors file?)", st->path);
     const char *nul = memchr(header, 0, (size_t)hlen);
     if (nul)
         return cm_error(CM_ERR_FORMAT, "%s: header has a NUL byte at byte %zu", st->path,
@@ -253,7 +265,8 @@ static cm_status parse_header(cm_safetensors *st, const uint8_t *bytes, size_t s
     json_t *root = json_loadb(header, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
         return cm_error(CM_ERR_FORMAT, "%s: header JSON is invalid at byte %llu: %s", st->path,
-                        (unsigned long long)(8 + (jerr.position > 0 ? (uint64_t)jerr.position : 0)), jerr.text);
+                        (unsigned long long)(8 + (jerr.position > 0 ? (uint64_t)jerr.position : 0)),
+                        jerr.text);
     cm_status rc = CM_OK;
     st_range *ranges = NULL;
     if (!json_is_object(root)) {
@@ -284,8 +297,10 @@ static cm_status parse_header(cm_safetensors *st, const uint8_t *bytes, size_t s
             rc = parse_entry(st, key, v, data_size, &scratch[n], &ranges[n]);
             if (rc == CM_OK) {
                 ranges[n].order = n;
-                if (!(scratch[n].name = strdup(key))) rc = cm_error(CM_ERR_NOMEM, "%s: out of memory", st->path);
-                else n++;
+                if (!(scratch[n].name = strdup(key)))
+                    rc = cm_error(CM_ERR_NOMEM, "%s: out of memory", st->path);
+                else
+                    n++;
             }
         }
         if (rc != CM_OK) break;
@@ -310,21 +325,22 @@ static cm_status parse_header(cm_safetensors *st, const uint8_t *bytes, size_t s
                           st->path, show(st->tensors[i].name, b1, sizeof b1), (unsigned long long)r->begin,
                           (unsigned long long)r->end, show(st->tensors[i - 1].name, b2, sizeof b2));
         } else if (r->begin > expect) {
-            rc = cm_error(CM_ERR_FORMAT,
-                          "%s: tensor \"%s\": data_offsets [%llu, %llu] leave a gap: bytes [%llu, %llu) of the "
-                          "data section belong to no tensor",
-                          st->path, show(st->tensors[i].name, b1, sizeof b1), (unsigned long long)r->begin,
-                          (unsigned long long)r->end, (unsigned long long)expect,
-                          (unsigned long long)r->begin);
+            rc = cm_error(
+                CM_ERR_FORMAT,
+                "%s: tensor \"%s\": data_offsets [%llu, %llu] leave a gap: bytes [%llu, %llu) of the "
+                "data section belong to no tensor",
+                st->path, show(st->tensors[i].name, b1, sizeof b1), (unsigned long long)r->begin,
+                (unsigned long long)r->end, (unsigned long long)expect, (unsigned long long)r->begin);
         }
         expect = r->end;
         st->tensors[i].data = bytes + 8 + hlen + r->begin;
     }
     if (rc == CM_OK && expect != data_size)
-        rc = cm_error(CM_ERR_FORMAT,
-                      "%s: data section is %llu bytes but the tensors cover %llu: %llu trailing bytes at byte %llu",
-                      st->path, (unsigned long long)data_size, (unsigned long long)expect,
-                      (unsigned long long)(data_size - expect), (unsigned long long)(8 + hlen + expect));
+        rc = cm_error(
+            CM_ERR_FORMAT,
+            "%s: data section is %llu bytes but the tensors cover %llu: %llu trailing bytes at byte %llu",
+            st->path, (unsigned long long)data_size, (unsigned long long)expect,
+            (unsigned long long)(data_size - expect), (unsigned long long)(8 + hlen + expect));
     if (rc != CM_OK) goto done;
 
     for (size_t i = 0; i < n; i++) st->by_name[i] = &st->tensors[i];
@@ -372,7 +388,9 @@ cm_status cm_safetensors_open(const char *path, cm_safetensors **out) {
     return parse_into(st, m->data, m->size, out);
 }
 
-size_t cm_safetensors_count(const cm_safetensors *st) { return st->n; }
+size_t cm_safetensors_count(const cm_safetensors *st) {
+    return st->n;
+}
 
 const cm_tensor *cm_safetensors_get(const cm_safetensors *st, size_t i) {
     return i < st->n ? &st->tensors[i] : NULL;
@@ -385,8 +403,10 @@ const cm_tensor *cm_safetensors_find(const cm_safetensors *st, const char *name)
         const cm_tensor *t = st->by_name[mid];
         int c = strcmp(name, t->name);
         if (c == 0) return t;
-        if (c < 0) hi = mid;
-        else lo = mid + 1;
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
     }
     return NULL;
 }
@@ -397,7 +417,9 @@ const char *cm_safetensors_metadata(const cm_safetensors *st, const char *key) {
     return NULL;
 }
 
-const char *cm_safetensors_path(const cm_safetensors *st) { return st->path; }
+const char *cm_safetensors_path(const cm_safetensors *st) {
+    return st->path;
+}
 
 /* ---- writer ---- */
 
@@ -503,8 +525,8 @@ static cm_status writer_add(cm_safetensors_writer *w, const char *name, cm_dtype
     if (!probe) return cm_error(CM_ERR_ARG, "%s: tensor \"%s\": name is not valid UTF-8", w->path, shown);
     json_decref(probe);
     if ((unsigned)dtype >= CM_DTYPE_COUNT || cm_dtype_block_elems(dtype) != 1)
-        return cm_error(CM_ERR_ARG, "%s: tensor \"%s\": dtype %d cannot be stored in safetensors", w->path, shown,
-                        (int)dtype);
+        return cm_error(CM_ERR_ARG, "%s: tensor \"%s\": dtype %d cannot be stored in safetensors", w->path,
+                        shown, (int)dtype);
     if (ndim < 0 || ndim > CM_MAX_DIMS)
         return cm_error(CM_ERR_ARG, "%s: tensor \"%s\": %d dimensions (0..%d allowed)", w->path, shown, ndim,
                         CM_MAX_DIMS);
@@ -556,8 +578,8 @@ cm_status cm_safetensors_writer_add(cm_safetensors_writer *w, const char *name, 
 
 /* Ownership passes to the writer even when the call fails (the buffer is then freed at once), so callers
  * never leak on an error path. */
-cm_status cm_safetensors_writer_add_owned(cm_safetensors_writer *w, const char *name, cm_dtype dtype, int ndim,
-                                          const int64_t *shape, void *data, size_t nbytes) {
+cm_status cm_safetensors_writer_add_owned(cm_safetensors_writer *w, const char *name, cm_dtype dtype,
+                                          int ndim, const int64_t *shape, void *data, size_t nbytes) {
     cm_status rc = writer_add(w, name, dtype, ndim, shape, data, nbytes, true);
     if (rc != CM_OK) free(data);
     return rc;
@@ -576,7 +598,8 @@ static cm_status writer_header(cm_safetensors_writer *w, char **out) {
     if (ok && !has_format) {
         /* "format" first, as torch writers put it */
         json_t *m2 = json_object();
-        ok = m2 && json_object_set_new(m2, "format", json_string("pt")) == 0 && json_object_update(m2, meta) == 0;
+        ok = m2 && json_object_set_new(m2, "format", json_string("pt")) == 0 &&
+             json_object_update(m2, meta) == 0;
         json_decref(meta);
         meta = m2;
     }
@@ -588,7 +611,8 @@ static cm_status writer_header(cm_safetensors_writer *w, char **out) {
         const st_entry *e = &w->e[i];
         json_t *t = json_object(), *shape = json_array(), *offs = json_array();
         ok = t && shape && offs;
-        for (int d = 0; ok && d < e->ndim; d++) ok = json_array_append_new(shape, json_integer(e->shape[d])) == 0;
+        for (int d = 0; ok && d < e->ndim; d++)
+            ok = json_array_append_new(shape, json_integer(e->shape[d])) == 0;
         uint64_t end = off;
         if (ok && (__builtin_add_overflow(off, (uint64_t)e->nbytes, &end) || end > (uint64_t)INT64_MAX)) {
             json_decref(t);
@@ -631,7 +655,8 @@ cm_status cm_safetensors_writer_commit(cm_safetensors_writer *w) {
     if (rc == CM_OK) rc = cm_atomic_write(w->file, json, jlen);
     if (rc == CM_OK) rc = cm_atomic_write(w->file, spaces, padded - jlen);
     free(json);
-    for (size_t i = 0; rc == CM_OK && i < w->n; i++) rc = cm_atomic_write(w->file, w->e[i].data, w->e[i].nbytes);
+    for (size_t i = 0; rc == CM_OK && i < w->n; i++)
+        rc = cm_atomic_write(w->file, w->e[i].data, w->e[i].nbytes);
     if (rc != CM_OK) {
         cm_safetensors_writer_abort(w);
         return rc;

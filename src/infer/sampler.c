@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct {
     int id;
@@ -15,6 +16,7 @@ struct cm_sampler {
     int vocab_size;
     uint64_t rng;
     candidate *cand;
+    unsigned char *seen; /* scratch for the repetition penalty */
 };
 
 cm_sampler_params cm_sampler_defaults(void) {
@@ -26,8 +28,39 @@ cm_sampler_params cm_sampler_defaults(void) {
         .repeat_penalty = 1.0f,
         .repeat_last_n = 64,
         .seed = 0,
+        .order = {CM_SAMPLE_TOP_K, CM_SAMPLE_TOP_P, CM_SAMPLE_MIN_P, CM_SAMPLE_TEMPERATURE},
+        .n_order = 4,
     };
     return p;
+}
+
+cm_status cm_sampler_parse_order(const char *text, cm_sampler_params *p) {
+    static const struct {
+        const char *name;
+        cm_sample_stage stage;
+    } names[] = {{"top_k", CM_SAMPLE_TOP_K},     {"top-k", CM_SAMPLE_TOP_K},
+                 {"top_p", CM_SAMPLE_TOP_P},     {"top-p", CM_SAMPLE_TOP_P},
+                 {"min_p", CM_SAMPLE_MIN_P},     {"min-p", CM_SAMPLE_MIN_P},
+                 {"temperature", CM_SAMPLE_TEMPERATURE}, {"temp", CM_SAMPLE_TEMPERATURE}};
+    int n = 0;
+    const char *s = text;
+    while (*s) {
+        size_t len = strcspn(s, ";,");
+        if (len > 0) {
+            int found = -1;
+            for (size_t i = 0; i < sizeof names / sizeof *names && found < 0; i++)
+                if (strlen(names[i].name) == len && strncmp(names[i].name, s, len) == 0) found = (int)i;
+            if (found < 0)
+                return cm_error(CM_ERR_ARG, "unknown sampler \"%.*s\" (use top_k, top_p, min_p, temperature)",
+                                (int)len, s);
+            if (n == CM_MAX_SAMPLE_STAGES) return cm_error(CM_ERR_ARG, "too many samplers in \"%s\"", text);
+            p->order[n++] = names[found].stage;
+        }
+        s += len;
+        if (*s) s++;
+    }
+    p->n_order = n;
+    return CM_OK;
 }
 
 cm_status cm_sampler_params_validate(const cm_sampler_params *p) {
@@ -37,6 +70,7 @@ cm_status cm_sampler_params_validate(const cm_sampler_params *p) {
     if (!(p->repeat_penalty > 0.0f) || !isfinite(p->repeat_penalty))
         return cm_error(CM_ERR_ARG, "repeat penalty must be positive");
     if (p->repeat_last_n < -1) return cm_error(CM_ERR_ARG, "repeat-last-n must be -1, 0 or positive");
+    if (p->n_order < 0 || p->n_order > CM_MAX_SAMPLE_STAGES) return cm_error(CM_ERR_ARG, "bad sampler order");
     return CM_OK;
 }
 
@@ -53,11 +87,14 @@ float cm_rng_f32(uint64_t *state) { return (float)(rng_u32(state) >> 8) / 167772
 cm_status cm_sampler_open(const cm_sampler_params *p, int vocab_size, cm_sampler **out) {
     *out = NULL;
     CM_TRY(cm_sampler_params_validate(p));
+    if (vocab_size <= 0) return cm_error(CM_ERR_ARG, "sampler: vocabulary size %d", vocab_size);
     cm_sampler *s = calloc(1, sizeof *s);
-    if (s) s->cand = malloc((size_t)vocab_size * sizeof *s->cand);
-    if (!s || !s->cand) {
-        if (s) free(s->cand);
-        free(s);
+    if (s) {
+        s->cand = malloc((size_t)vocab_size * sizeof *s->cand);
+        s->seen = malloc((size_t)vocab_size);
+    }
+    if (!s || !s->cand || !s->seen) {
+        cm_sampler_close(s);
         return cm_error(CM_ERR_NOMEM, "out of memory");
     }
     s->params = *p;
@@ -71,6 +108,7 @@ cm_status cm_sampler_open(const cm_sampler_params *p, int vocab_size, cm_sampler
 void cm_sampler_close(cm_sampler *s) {
     if (!s) return;
     free(s->cand);
+    free(s->seen);
     free(s);
 }
 
@@ -82,81 +120,110 @@ static int by_logit_desc(const void *a, const void *b) {
     return (x->id > y->id) - (x->id < y->id);
 }
 
-static void apply_repeat_penalty(const cm_sampler_params *p, float *logits, int vocab, const int32_t *hist,
-                                 int n_hist) {
+static void apply_repeat_penalty(cm_sampler *s, float *logits, const int32_t *hist, int n_hist) {
+    const cm_sampler_params *p = &s->params;
     if (p->repeat_penalty == 1.0f || p->repeat_last_n == 0 || n_hist <= 0) return;
     int start = p->repeat_last_n < 0 || p->repeat_last_n >= n_hist ? 0 : n_hist - p->repeat_last_n;
     /* each distinct token is penalised once, as llama.cpp does */
-    unsigned char *seen = calloc((size_t)vocab, 1);
-    if (!seen) return;
+    memset(s->seen, 0, (size_t)s->vocab_size);
     for (int i = start; i < n_hist; i++) {
         int id = hist[i];
-        if (id < 0 || id >= vocab || seen[id]) continue;
-        seen[id] = 1;
+        if (id < 0 || id >= s->vocab_size || s->seen[id]) continue;
+        s->seen[id] = 1;
         logits[id] = logits[id] > 0 ? logits[id] / p->repeat_penalty : logits[id] * p->repeat_penalty;
     }
-    free(seen);
 }
 
-/* softmax of the first n candidates' logits / temp into .p (not renormalised later: a draw scales its coin
- * by the kept mass instead, as llama2.c does) */
-static void candidate_softmax(candidate *c, int n, float temp) {
+/* softmax of the first n candidates' logits into .p, in their current order */
+static void candidate_softmax(candidate *c, int n) {
     float max = c[0].logit;
     for (int i = 1; i < n; i++)
         if (c[i].logit > max) max = c[i].logit;
     float sum = 0.0f;
     for (int i = 0; i < n; i++) {
-        c[i].p = expf((c[i].logit - max) / temp);
+        c[i].p = expf(c[i].logit - max);
         sum += c[i].p;
     }
     for (int i = 0; i < n; i++) c[i].p /= sum;
 }
 
+typedef struct {
+    candidate *c;
+    int n;
+    bool sorted;   /* c[0..n) by descending logit */
+    bool p_valid;  /* .p proportional to softmax of the current logits */
+} candidates;
+
+static void ensure_sorted(candidates *cs) {
+    if (!cs->sorted) qsort(cs->c, (size_t)cs->n, sizeof *cs->c, by_logit_desc);
+    cs->sorted = true;
+}
+
 int cm_sampler_sample(cm_sampler *s, float *logits, const int32_t *history, int n_history) {
     const cm_sampler_params *p = &s->params;
     int V = s->vocab_size;
-    apply_repeat_penalty(p, logits, V, history, n_history);
+    apply_repeat_penalty(s, logits, history, n_history);
     if (p->temperature <= 0.0f) {
         int best = 0;
         for (int i = 1; i < V; i++)
             if (logits[i] > logits[best]) best = i;
         return best;
     }
-    candidate *c = s->cand;
-    for (int i = 0; i < V; i++) c[i] = (candidate){i, logits[i], 0.0f};
-    int n = V;
-    bool top_k = p->top_k > 0 && p->top_k < V;
-    /* top-p and min-p judge the distribution before temperature, as in llama.cpp's chain. Without top-k the
-     * softmax runs over the vocabulary in id order, exactly as llama2.c computes it. */
-    if (!top_k) candidate_softmax(c, n, 1.0f);
-    qsort(c, (size_t)n, sizeof *c, by_logit_desc);
-    if (top_k) {
-        n = p->top_k;
-        candidate_softmax(c, n, 1.0f);
-    }
-    if (p->top_p < 1.0f) {
-        float cum = 0.0f;
-        for (int i = 0; i < n; i++) {
-            cum += c[i].p;
-            if (cum > p->top_p) {
-                n = i + 1;
-                break;
+    candidates cs = {s->cand, V, false, false};
+    for (int i = 0; i < V; i++) cs.c[i] = (candidate){i, logits[i], 0.0f};
+    for (int k = 0; k < p->n_order; k++) {
+        switch (p->order[k]) {
+        case CM_SAMPLE_TEMPERATURE:
+            if (p->temperature != 1.0f) {
+                for (int i = 0; i < cs.n; i++) cs.c[i].logit /= p->temperature;
+                cs.p_valid = false;
             }
+            break;
+        case CM_SAMPLE_TOP_K:
+            if (p->top_k > 0 && p->top_k < cs.n) {
+                ensure_sorted(&cs);
+                cs.n = p->top_k;
+                cs.p_valid = false;
+            }
+            break;
+        case CM_SAMPLE_TOP_P:
+            if (p->top_p < 1.0f) {
+                /* over the whole vocabulary the softmax runs in id order, exactly as llama2.c computes it;
+                 * the kept probabilities are not renormalised (the draw scales its coin by their mass) */
+                candidate_softmax(cs.c, cs.n);
+                cs.p_valid = true;
+                ensure_sorted(&cs);
+                float cum = 0.0f;
+                for (int i = 0; i < cs.n; i++) {
+                    cum += cs.c[i].p;
+                    if (cum > p->top_p) {
+                        cs.n = i + 1;
+                        break;
+                    }
+                }
+            }
+            break;
+        case CM_SAMPLE_MIN_P:
+            if (p->min_p > 0.0f) {
+                if (!cs.p_valid) candidate_softmax(cs.c, cs.n);
+                cs.p_valid = true;
+                ensure_sorted(&cs);
+                float threshold = cs.c[0].p * p->min_p;
+                int keep = 1;
+                while (keep < cs.n && cs.c[keep].p >= threshold) keep++;
+                cs.n = keep;
+            }
+            break;
         }
     }
-    if (p->min_p > 0.0f) {
-        float threshold = c[0].p * p->min_p;
-        int keep = 1;
-        while (keep < n && c[keep].p >= threshold) keep++;
-        n = keep;
-    }
-    if (p->temperature != 1.0f) candidate_softmax(c, n, p->temperature);
+    if (!cs.p_valid) candidate_softmax(cs.c, cs.n);
+    ensure_sorted(&cs);
     float mass = 0.0f;
-    for (int i = 0; i < n; i++) mass += c[i].p;
+    for (int i = 0; i < cs.n; i++) mass += cs.c[i].p;
     float r = cm_rng_f32(&s->rng) * mass, cdf = 0.0f;
-    for (int i = 0; i < n; i++) {
-        cdf += c[i].p;
-        if (r < cdf) return c[i].id;
+    for (int i = 0; i < cs.n; i++) {
+        cdf += cs.c[i].p;
+        if (r < cdf) return cs.c[i].id;
     }
-    return c[n - 1].id;
+    return cs.c[cs.n - 1].id;
 }

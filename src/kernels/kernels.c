@@ -1,6 +1,7 @@
 #include "camelid/kernels.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,21 +51,45 @@ void cm_matmul_ref(float *y, const float *x, int n, const void *w, cm_dtype wtyp
     free(rowbuf);
 }
 
-void cm_matmul(float *y, const float *x, int n, const void *w, cm_dtype wtype, int rows, int cols, int n_threads) {
-    if (n_threads < 1) n_threads = 1;
-    /* small problems are not worth waking threads for */
-    if ((size_t)rows * cols * n < 32768) n_threads = 1;
-#pragma omp parallel num_threads(n_threads)
-    {
-        float *rowbuf = wtype == CM_DTYPE_F32 ? NULL : malloc((size_t)cols * sizeof(float));
-        const int chunk = 16;
-#pragma omp for schedule(dynamic, 1)
-        for (int r0 = 0; r0 < rows; r0 += chunk) {
-            int r1 = r0 + chunk < rows ? r0 + chunk : rows;
-            matmul_rows(y, x, n, w, wtype, rows, cols, r0, r1, rowbuf);
+typedef struct {
+    float *y;
+    const float *x;
+    int n, rows, cols;
+    const void *w;
+    cm_dtype wtype;
+} matmul_job;
+
+/* Each thread takes a contiguous band of rows: its slice of W streams through one core's caches. */
+static void matmul_worker(void *arg, int thread, int n_threads) {
+    const matmul_job *j = arg;
+    int r0, r1;
+    cm_split_range(j->rows, n_threads, thread, &r0, &r1);
+    if (r0 >= r1) return;
+    float *rowbuf = j->wtype == CM_DTYPE_F32 ? NULL : malloc((size_t)j->cols * sizeof(float));
+    if (j->wtype != CM_DTYPE_F32 && !rowbuf) {
+        /* no scratch: convert element by element through the reference path */
+        for (int r = r0; r < r1; r++) {
+            size_t es = cm_dtype_block_bytes(j->wtype);
+            for (int t = 0; t < j->n; t++) {
+                float s = 0.0f, v;
+                for (int c = 0; c < j->cols; c++) {
+                    cm_convert_to_f32(j->wtype, (const char *)j->w + ((size_t)r * j->cols + c) * es, &v, 1);
+                    s += v * j->x[(size_t)t * j->cols + c];
+                }
+                j->y[(size_t)t * j->rows + r] = s;
+            }
         }
-        free(rowbuf);
+        return;
     }
+    matmul_rows(j->y, j->x, j->n, j->w, j->wtype, j->rows, j->cols, r0, r1, rowbuf);
+    free(rowbuf);
+}
+
+void cm_matmul(float *y, const float *x, int n, const void *w, cm_dtype wtype, int rows, int cols, cm_pool *pool) {
+    matmul_job job = {y, x, n, rows, cols, w, wtype};
+    /* small problems are not worth waking threads for */
+    if ((size_t)rows * cols * n < 16384) pool = NULL;
+    cm_pool_run(pool, matmul_worker, &job);
 }
 
 void cm_rmsnorm(float *out, const float *x, const float *weight, int n, float eps) {

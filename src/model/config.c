@@ -48,14 +48,15 @@ static cm_status bad(const char *what, const char *field, long long v, const cha
 
 static cm_status check_range(const char *what, const char *field, long long v, long long lo, long long hi) {
     if (v < lo || v > hi)
-        return cm_error(CM_ERR_FORMAT, "%s: %s = %lld is out of range (expected %lld..%lld)", what, field, v, lo,
-                        hi);
+        return cm_error(CM_ERR_FORMAT, "%s: %s = %lld is out of range (expected %lld..%lld)", what, field, v,
+                        lo, hi);
     return CM_OK;
 }
 
 static cm_status check_positive(const char *what, const char *field, float v) {
     if (!(v > 0.0f) || !isfinite(v))
-        return cm_error(CM_ERR_FORMAT, "%s: %s = %g must be a positive finite number", what, field, (double)v);
+        return cm_error(CM_ERR_FORMAT, "%s: %s = %g must be a positive finite number", what, field,
+                        (double)v);
     return CM_OK;
 }
 
@@ -67,8 +68,8 @@ cm_status cm_config_validate(const cm_config *c, const char *what) {
     CM_TRY(check_range(what, "n_heads (num_attention_heads)", c->n_heads, 1, CM_CFG_MAX_HEADS));
     CM_TRY(check_range(what, "n_kv_heads (num_key_value_heads)", c->n_kv_heads, 1, c->n_heads));
     if (c->n_heads % c->n_kv_heads != 0)
-        return cm_error(CM_ERR_FORMAT, "%s: n_heads = %d is not a multiple of n_kv_heads = %d", what, c->n_heads,
-                        c->n_kv_heads);
+        return cm_error(CM_ERR_FORMAT, "%s: n_heads = %d is not a multiple of n_kv_heads = %d", what,
+                        c->n_heads, c->n_kv_heads);
     CM_TRY(check_range(what, "head_dim", c->head_dim, 2, CM_CFG_MAX_HEAD_DIM));
     if (c->head_dim % 2 != 0) return bad(what, "head_dim", c->head_dim, "must be even for RoPE");
     if ((long long)c->n_heads * c->head_dim > CM_CFG_MAX_HIDDEN)
@@ -81,19 +82,24 @@ cm_status cm_config_validate(const cm_config *c, const char *what) {
         return cm_error(CM_ERR_FORMAT, "%s: norm_eps = %g is implausibly large", what, (double)c->norm_eps);
     CM_TRY(check_positive(what, "rope_theta", c->rope_theta));
     switch (c->rope_scaling) {
-    case CM_ROPE_SCALING_NONE: break;
-    case CM_ROPE_SCALING_LINEAR: CM_TRY(check_positive(what, "rope_scaling.factor", c->rope_factor)); break;
+    case CM_ROPE_SCALING_NONE:
+        break;
+    case CM_ROPE_SCALING_LINEAR:
+        CM_TRY(check_positive(what, "rope_scaling.factor", c->rope_factor));
+        break;
     case CM_ROPE_SCALING_LLAMA3:
         CM_TRY(check_positive(what, "rope_scaling.factor", c->rope_factor));
         CM_TRY(check_positive(what, "rope_scaling.low_freq_factor", c->rope_low_freq_factor));
         CM_TRY(check_positive(what, "rope_scaling.high_freq_factor", c->rope_high_freq_factor));
         if (!(c->rope_high_freq_factor > c->rope_low_freq_factor))
-            return cm_error(CM_ERR_FORMAT, "%s: rope_scaling.high_freq_factor = %g must exceed low_freq_factor = %g",
-                            what, (double)c->rope_high_freq_factor, (double)c->rope_low_freq_factor);
+            return cm_error(CM_ERR_FORMAT,
+                            "%s: rope_scaling.high_freq_factor = %g must exceed low_freq_factor = %g", what,
+                            (double)c->rope_high_freq_factor, (double)c->rope_low_freq_factor);
         CM_TRY(check_range(what, "rope_scaling.original_max_position_embeddings", c->rope_original_max_pos, 1,
                            CM_CFG_MAX_SEQ));
         break;
-    default: return bad(what, "rope_scaling", (long long)c->rope_scaling, "is not a known kind");
+    default:
+        return bad(what, "rope_scaling", (long long)c->rope_scaling, "is not a known kind");
     }
     if (c->rope_layout != CM_ROPE_INTERLEAVED && c->rope_layout != CM_ROPE_HALF)
         return bad(what, "rope_layout", (long long)c->rope_layout, "is not a known layout");
@@ -107,7 +113,9 @@ cm_status cm_config_validate(const cm_config *c, const char *what) {
 float cm_config_rope_inv_freq(const cm_config *c, int i) {
     double inv = 1.0 / pow((double)c->rope_theta, (2.0 * i) / (double)c->head_dim);
     switch (c->rope_scaling) {
-    case CM_ROPE_SCALING_LINEAR: inv /= (double)c->rope_factor; break;
+    case CM_ROPE_SCALING_LINEAR:
+        inv /= (double)c->rope_factor;
+        break;
     case CM_ROPE_SCALING_LLAMA3: {
         /* transformers modeling_rope_utils.py::_compute_llama3_parameters */
         double factor = c->rope_factor, low = c->rope_low_freq_factor, high = c->rope_high_freq_factor;
@@ -124,7 +132,8 @@ float cm_config_rope_inv_freq(const cm_config *c, int i) {
         }
         break;
     }
-    default: break;
+    default:
+        break;
     }
     return (float)inv;
 }

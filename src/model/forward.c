@@ -1,13 +1,14 @@
 #include <math.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "camelid/kernels.h"
 #include "camelid/llama.h"
+#include "camelid/pool.h"
 
 struct cm_state {
     int ctx_len, max_batch, n_threads;
+    cm_pool *pool;
     int q_dim, kv_dim;
     float *key_cache, *value_cache; /* [layer][ctx_len][kv_dim] */
     float *x;                       /* residual stream [B][dim] */
@@ -30,6 +31,7 @@ static float *alloc_floats(size_t n, int *failed) {
 
 void cm_state_close(cm_state *s) {
     if (!s) return;
+    cm_pool_close(s->pool);
     free(s->key_cache);
     free(s->value_cache);
     free(s->x);
@@ -50,7 +52,20 @@ void cm_state_close(cm_state *s) {
 
 int cm_state_ctx_len(const cm_state *s) { return s->ctx_len; }
 
-void cm_state_set_threads(cm_state *s, int n_threads) { s->n_threads = n_threads > 0 ? n_threads : 1; }
+cm_status cm_state_set_threads(cm_state *s, int n_threads) {
+    if (n_threads < 1) n_threads = 1;
+    if (n_threads == s->n_threads) return CM_OK;
+    /* the scores scratch is per thread */
+    float *scores = realloc(s->scores, (size_t)n_threads * s->ctx_len * sizeof(float));
+    if (!scores) return cm_error(CM_ERR_NOMEM, "out of memory");
+    s->scores = scores;
+    cm_pool *pool;
+    CM_TRY(cm_pool_open(n_threads, &pool));
+    cm_pool_close(s->pool);
+    s->pool = pool;
+    s->n_threads = n_threads;
+    return CM_OK;
+}
 
 /* Precompute the rotation of every position: angle = pos * inv_freq[i], in float as run.c and torch do. */
 static void rope_tables(const cm_model *m, cm_state *s) {
@@ -109,6 +124,11 @@ cm_status cm_state_open(const cm_model *m, int ctx_len, int max_batch, int n_thr
         cm_state_close(s);
         return cm_error(CM_ERR_NOMEM, "out of memory for a KV cache of %d positions", ctx_len);
     }
+    cm_status st = cm_pool_open(n_threads, &s->pool);
+    if (st != CM_OK) {
+        cm_state_close(s);
+        return st;
+    }
     rope_tables(m, s);
     *out = s;
     return CM_OK;
@@ -131,32 +151,46 @@ static void rope_apply(float *vec, int n_heads, int head_dim, const float *cos, 
 }
 
 static void matmul(cm_state *s, float *y, const float *x, int n, const cm_weight *w) {
-    cm_matmul(y, x, n, w->data, w->dtype, (int)w->rows, (int)w->cols, s->n_threads);
+    cm_matmul(y, x, n, w->data, w->dtype, (int)w->rows, (int)w->cols, s->pool);
 }
 
-/* Causal attention of the batch's queries over the cache (which already holds this batch's keys/values). */
-static void attention(const cm_config *c, cm_state *s, int layer, int n, int pos) {
+typedef struct {
+    const cm_config *c;
+    cm_state *s;
+    int layer, n, pos;
+} attention_job;
+
+/* Causal attention of the batch's queries over the cache (which already holds this batch's keys/values);
+ * the (token, head) pairs are dealt round-robin to the threads. */
+static void attention_worker(void *arg, int thread, int n_threads) {
+    const attention_job *j = arg;
+    const cm_config *c = j->c;
+    cm_state *s = j->s;
     int hd = c->head_dim, group = c->n_heads / c->n_kv_heads;
     float scale = 1.0f / sqrtf((float)hd);
-    const float *kc = s->key_cache + (size_t)layer * s->ctx_len * s->kv_dim;
-    const float *vc = s->value_cache + (size_t)layer * s->ctx_len * s->kv_dim;
-    int work = n * c->n_heads;
-    int threads = work > 1 ? s->n_threads : 1;
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-    for (int job = 0; job < work; job++) {
-        int t = job / c->n_heads, h = job % c->n_heads, kvh = h / group, p = pos + t;
-        float *att = s->scores + (size_t)omp_get_thread_num() * s->ctx_len;
+    const float *kc = s->key_cache + (size_t)j->layer * s->ctx_len * s->kv_dim;
+    const float *vc = s->value_cache + (size_t)j->layer * s->ctx_len * s->kv_dim;
+    float *att = s->scores + (size_t)thread * s->ctx_len;
+    for (int job = thread; job < j->n * c->n_heads; job += n_threads) {
+        int t = job / c->n_heads, h = job % c->n_heads, kvh = h / group, p = j->pos + t;
         const float *q = s->q + (size_t)t * s->q_dim + (size_t)h * hd;
-        for (int j = 0; j <= p; j++) att[j] = cm_dot_f32(q, kc + (size_t)j * s->kv_dim + (size_t)kvh * hd, hd) * scale;
+        for (int k = 0; k <= p; k++) att[k] = cm_dot_f32(q, kc + (size_t)k * s->kv_dim + (size_t)kvh * hd, hd) * scale;
         cm_softmax(att, p + 1);
         float *o = s->att_out + (size_t)t * s->q_dim + (size_t)h * hd;
         memset(o, 0, (size_t)hd * sizeof(float));
-        for (int j = 0; j <= p; j++) {
-            const float *v = vc + (size_t)j * s->kv_dim + (size_t)kvh * hd;
-            float a = att[j];
+        for (int k = 0; k <= p; k++) {
+            const float *v = vc + (size_t)k * s->kv_dim + (size_t)kvh * hd;
+            float a = att[k];
             for (int i = 0; i < hd; i++) o[i] += a * v[i];
         }
     }
+}
+
+static void attention(const cm_config *c, cm_state *s, int layer, int n, int pos) {
+    attention_job job = {c, s, layer, n, pos};
+    /* short contexts of a single token are cheaper on one thread than a wake-up */
+    bool parallel = (size_t)n * c->n_heads * (pos + n) * c->head_dim >= 16384;
+    cm_pool_run(parallel ? s->pool : NULL, attention_worker, &job);
 }
 
 static cm_status forward_batch(const cm_model *m, cm_state *s, const int32_t *tokens, int n, int pos,

@@ -1,6 +1,7 @@
 /* llama2.c tokenizer.bin (FACTS 2.1): uint32 max_token_length, then per token float32 score, int32 length and
  * the bytes. No vocabulary size: it comes from the model (the hint), or tokens are read to the end of the
- * file. Pieces are mapped back to SentencePiece form: ' ' -> "▁", "\n<s>\n" -> "<s>", "\n</s>\n" -> "</s>". */
+ * file. Pieces are mapped back to SentencePiece form: ' ' -> "▁", "\n<s>\n" -> "<s>", "\n</s>\n" -> "</s>".
+ */
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,23 +13,27 @@ static uint32_t rd_u32(const uint8_t *p) {
 }
 
 /* Check the record of token `i` at *pos and advance past it; its bytes are data[*pos - len, *pos). */
-static cm_status next_record(const uint8_t *data, size_t size, size_t *pos, int i, const char *name, float *score,
-                             size_t *len) {
+static cm_status next_record(const uint8_t *data, size_t size, size_t *pos, int i, const char *name,
+                             float *score, size_t *len) {
     size_t at = *pos;
     if (size - at < 8)
-        return cm_error(CM_ERR_FORMAT, "%s: token %d at byte offset %zu: record truncated (%zu bytes left, need 8)",
-                        name, i, at, size - at);
+        return cm_error(CM_ERR_FORMAT,
+                        "%s: token %d at byte offset %zu: record truncated (%zu bytes left, need 8)", name, i,
+                        at, size - at);
     uint32_t bits = rd_u32(data + at);
     memcpy(score, &bits, 4);
     int32_t n = (int32_t)rd_u32(data + at + 4);
-    if (n < 0) return cm_error(CM_ERR_FORMAT, "%s: token %d at byte offset %zu: negative length %d", name, i, at, n);
+    if (n < 0)
+        return cm_error(CM_ERR_FORMAT, "%s: token %d at byte offset %zu: negative length %d", name, i, at, n);
     if (n == 0) return cm_error(CM_ERR_FORMAT, "%s: token %d at byte offset %zu: empty piece", name, i, at);
     if ((size_t)n > size - at - 8)
-        return cm_error(CM_ERR_FORMAT, "%s: token %d at byte offset %zu: length %d runs past the end (%zu bytes left)",
-                        name, i, at, n, size - at - 8);
+        return cm_error(CM_ERR_FORMAT,
+                        "%s: token %d at byte offset %zu: length %d runs past the end (%zu bytes left)", name,
+                        i, at, n, size - at - 8);
     if (n > CM_SPM_MAX_PIECE_LEN)
-        return cm_error(CM_ERR_FORMAT, "%s: token %d at byte offset %zu: length %d is more than the %d supported",
-                        name, i, at, n, CM_SPM_MAX_PIECE_LEN);
+        return cm_error(CM_ERR_FORMAT,
+                        "%s: token %d at byte offset %zu: length %d is more than the %d supported", name, i,
+                        at, n, CM_SPM_MAX_PIECE_LEN);
     *len = (size_t)n;
     *pos = at + 8 + (size_t)n;
     return CM_OK;
@@ -42,7 +47,8 @@ cm_status cm_tokenizer_parse_llama2c(const void *data_, size_t size, int vocab_s
     if (!data && size > 0) return cm_error(CM_ERR_ARG, "%s: data is NULL", name);
     if (vocab_size_hint < 0) return cm_error(CM_ERR_ARG, "%s: negative vocab size %d", name, vocab_size_hint);
     if (size < 4)
-        return cm_error(CM_ERR_FORMAT, "%s: %zu bytes is too short for the max_token_length header", name, size);
+        return cm_error(CM_ERR_FORMAT, "%s: %zu bytes is too short for the max_token_length header", name,
+                        size);
 
     size_t n = (size_t)vocab_size_hint;
     if (n == 0) { /* count records to the end of the file */
@@ -91,9 +97,12 @@ cm_status cm_tokenizer_parse_llama2c(const void *data_, size_t size, int vocab_s
             }
         }
         int type = CM_TOKEN_NORMAL;
-        if (i == 0) type = CM_TOKEN_UNKNOWN;
-        else if (i == 1 || i == 2) type = CM_TOKEN_CONTROL;
-        else if (cm_spm_byte_piece_value(piece, m) >= 0) type = CM_TOKEN_BYTE;
+        if (i == 0)
+            type = CM_TOKEN_UNKNOWN;
+        else if (i == 1 || i == 2)
+            type = CM_TOKEN_CONTROL;
+        else if (cm_spm_byte_piece_value(piece, m) >= 0)
+            type = CM_TOKEN_BYTE;
         if ((st = cm_spm_set_piece(t, (int)i, piece, m, score, type, name))) break;
     }
     free(piece);

@@ -35,7 +35,8 @@ cm_status cm_spm_alloc(size_t n, const char *name, cm_tokenizer **out) {
     *out = NULL;
     if (n == 0) return cm_error(CM_ERR_FORMAT, "%s: the vocabulary is empty", name);
     if (n > CM_SPM_MAX_VOCAB)
-        return cm_error(CM_ERR_FORMAT, "%s: %zu pieces is more than the %d supported", name, n, CM_SPM_MAX_VOCAB);
+        return cm_error(CM_ERR_FORMAT, "%s: %zu pieces is more than the %d supported", name, n,
+                        CM_SPM_MAX_VOCAB);
     cm_tokenizer *t = calloc(1, sizeof *t);
     if (!t) return cm_error(CM_ERR_NOMEM, "%s: out of memory for the tokenizer", name);
     t->kind = CM_TOKENIZER_SPM;
@@ -65,8 +66,8 @@ cm_status cm_spm_set_piece(cm_tokenizer *t, int id, const char *piece, size_t le
         return cm_error(CM_ERR_ARG, "%s: piece %d set out of order (expected %d)", name, id, t->n_set);
     if (len == 0) return cm_error(CM_ERR_FORMAT, "%s: token %d: empty piece", name, id);
     if (len > CM_SPM_MAX_PIECE_LEN)
-        return cm_error(CM_ERR_FORMAT, "%s: token %d: piece of %zu bytes is longer than the %d supported", name,
-                        id, len, CM_SPM_MAX_PIECE_LEN);
+        return cm_error(CM_ERR_FORMAT, "%s: token %d: piece of %zu bytes is longer than the %d supported",
+                        name, id, len, CM_SPM_MAX_PIECE_LEN);
     if (type < CM_TOKEN_NORMAL || type > CM_TOKEN_BYTE)
         return cm_error(CM_ERR_FORMAT, "%s: token %d: unknown token type %d", name, id, type);
     if (t->blob_size + len > UINT32_MAX)
@@ -138,8 +139,9 @@ cm_status cm_spm_finish(cm_tokenizer *t, const char *name) {
         if (t->type[id] == CM_TOKEN_BYTE) {
             int v = cm_spm_byte_piece_value(p, n);
             if (v < 0) {
-                st = cm_error(CM_ERR_FORMAT, "%s: token %d has type BYTE but its piece \"%.*s\" is not <0xXX>",
-                              name, id, (int)(n > 32 ? 32 : n), p);
+                st =
+                    cm_error(CM_ERR_FORMAT, "%s: token %d has type BYTE but its piece \"%.*s\" is not <0xXX>",
+                             name, id, (int)(n > 32 ? 32 : n), p);
                 goto fail;
             }
             if (t->byte_id[v] < 0) t->byte_id[v] = id;
@@ -156,6 +158,20 @@ cm_status cm_spm_finish(cm_tokenizer *t, const char *name) {
             if (m == n && memcmp(p, q, n) == 0) break; /* duplicate: the first id keeps the piece */
             i = (i + 1) & t->slot_mask;
         }
+    }
+    /* Words can be merged independently if no piece holds a "▁" after another byte (Llama's vocabulary
+     * has none: "▁" starts pieces, or runs of it make whitespace pieces). */
+    t->words_independent = t->escape_whitespaces;
+    for (int id = 0; id < t->n_vocab && t->words_independent; id++) {
+        size_t n;
+        const char *p = piece_of(t, id, &n);
+        for (size_t k = 1; k + SPACE_SYMBOL_LEN <= n; k++)
+            if (memcmp(p + k, SPACE_SYMBOL, SPACE_SYMBOL_LEN) == 0 &&
+                (k < SPACE_SYMBOL_LEN ||
+                 memcmp(p + k - SPACE_SYMBOL_LEN, SPACE_SYMBOL, SPACE_SYMBOL_LEN) != 0)) {
+                t->words_independent = false;
+                break;
+            }
     }
     if ((st = check_special(t, &t->bos, "BOS", name)) || (st = check_special(t, &t->eos, "EOS", name)) ||
         (st = check_special(t, &t->unk, "unk", name)) || (st = check_special(t, &t->pad, "pad", name)) ||
@@ -178,10 +194,14 @@ cm_status cm_tokenizer_from_pieces(const char *const *pieces, const size_t *lens
     CM_TRY(cm_spm_alloc(n, name, &t));
     for (size_t i = 0; i < n; i++) {
         int id = (int)i, type = CM_TOKEN_NORMAL;
-        if (types) type = types[i];
-        else if (id == unk) type = CM_TOKEN_UNKNOWN;
-        else if (id == bos || id == eos) type = CM_TOKEN_CONTROL;
-        else if (cm_spm_byte_piece_value(pieces[i], lens[i]) >= 0) type = CM_TOKEN_BYTE;
+        if (types)
+            type = types[i];
+        else if (id == unk)
+            type = CM_TOKEN_UNKNOWN;
+        else if (id == bos || id == eos)
+            type = CM_TOKEN_CONTROL;
+        else if (cm_spm_byte_piece_value(pieces[i], lens[i]) >= 0)
+            type = CM_TOKEN_BYTE;
         cm_status st = cm_spm_set_piece(t, id, pieces[i], lens[i], scores ? scores[i] : 0.0f, type, name);
         if (st) {
             cm_tokenizer_close(t);
@@ -206,13 +226,27 @@ void cm_tokenizer_close(cm_tokenizer *t) {
     free(t);
 }
 
-cm_tokenizer_kind cm_tokenizer_kind_of(const cm_tokenizer *t) { return t->kind; }
-int cm_tokenizer_vocab_size(const cm_tokenizer *t) { return t->n_vocab; }
-int cm_tokenizer_bos(const cm_tokenizer *t) { return t->bos; }
-int cm_tokenizer_eos(const cm_tokenizer *t) { return t->eos; }
-int cm_tokenizer_unk(const cm_tokenizer *t) { return t->unk; }
-bool cm_tokenizer_add_bos(const cm_tokenizer *t) { return t->add_bos; }
-size_t cm_tokenizer_max_piece_len(const cm_tokenizer *t) { return t->max_piece_len; }
+cm_tokenizer_kind cm_tokenizer_kind_of(const cm_tokenizer *t) {
+    return t->kind;
+}
+int cm_tokenizer_vocab_size(const cm_tokenizer *t) {
+    return t->n_vocab;
+}
+int cm_tokenizer_bos(const cm_tokenizer *t) {
+    return t->bos;
+}
+int cm_tokenizer_eos(const cm_tokenizer *t) {
+    return t->eos;
+}
+int cm_tokenizer_unk(const cm_tokenizer *t) {
+    return t->unk;
+}
+bool cm_tokenizer_add_bos(const cm_tokenizer *t) {
+    return t->add_bos;
+}
+size_t cm_tokenizer_max_piece_len(const cm_tokenizer *t) {
+    return t->max_piece_len;
+}
 
 const char *cm_tokenizer_piece(const cm_tokenizer *t, int id, size_t *len) {
     if (id < 0 || id >= t->n_vocab) {
@@ -283,8 +317,7 @@ typedef struct {
 typedef struct {
     float score;
     int32_t left, right;
-    int32_t id;
-    size_t size; /* bytes of left + right when queued; a mismatch later means the pair is stale */
+    int32_t id; /* left + right must still add up to this piece's length, or the pair is stale */
 } spm_pair;
 
 typedef struct {
@@ -335,7 +368,14 @@ static void try_pair(const cm_tokenizer *t, const char *text, const spm_symbol *
     if (size > t->max_piece_len) return;
     int id = cm_spm_lookup(t, text + sym[l].start, size);
     if (!mergeable(t, id)) return;
-    heap_push(h, (spm_pair){.score = t->score[id], .left = l, .right = r, .id = id, .size = size});
+    heap_push(h, (spm_pair){.score = t->score[id], .left = l, .right = r, .id = id});
+}
+
+/* Does a word start at byte `at` of the normalized text: a "▁" that follows something other than "▁"? */
+static inline bool word_starts(const char *text, size_t at) {
+    return at > 0 && memcmp(text + at, SPACE_SYMBOL, SPACE_SYMBOL_LEN) == 0 &&
+           (at < SPACE_SYMBOL_LEN ||
+            memcmp(text + at - SPACE_SYMBOL_LEN, SPACE_SYMBOL, SPACE_SYMBOL_LEN) != 0);
 }
 
 /* The normalized text: optional whitespace cleanup, dummy prefix, ' ' -> "▁". */
@@ -387,8 +427,10 @@ cm_status cm_tokenizer_encode(const cm_tokenizer *t, const char *text, size_t le
                             (unsigned char)text[i]);
         i += k;
     }
-    if (add_bos && t->bos < 0) return cm_error(CM_ERR_ARG, "encode: BOS requested but the vocabulary has none");
-    if (add_eos && t->eos < 0) return cm_error(CM_ERR_ARG, "encode: EOS requested but the vocabulary has none");
+    if (add_bos && t->bos < 0)
+        return cm_error(CM_ERR_ARG, "encode: BOS requested but the vocabulary has none");
+    if (add_eos && t->eos < 0)
+        return cm_error(CM_ERR_ARG, "encode: EOS requested but the vocabulary has none");
 
     char *norm;
     size_t n;
@@ -418,18 +460,26 @@ cm_status cm_tokenizer_encode(const cm_tokenizer *t, const char *text, size_t le
         n_sym++;
         i += k;
     }
-    for (int32_t i = 0; i + 1 < n_sym; i++) try_pair(t, norm, sym, i, &heap);
-    while (heap.n > 0) {
-        spm_pair p = heap_pop(&heap);
-        spm_symbol *l = &sym[p.left], *r = &sym[p.right];
-        if (l->len == 0 || r->len == 0 || l->next != p.right || l->len + r->len != p.size) continue; /* stale */
-        l->len += r->len;
-        l->id = p.id;
-        l->next = r->next;
-        if (r->next >= 0) sym[r->next].prev = p.left;
-        r->len = 0;
-        try_pair(t, norm, sym, l->prev, &heap);
-        try_pair(t, norm, sym, p.left, &heap);
+    /* Merge chunk by chunk: where no piece can span a word start (a "▁" after another character), the
+     * words are independent and a small per-word heap gives the same merges as one over the whole text. */
+    for (int32_t s0 = 0, s1; s0 < n_sym; s0 = s1) {
+        for (s1 = s0 + 1; s1 < n_sym && !(t->words_independent && word_starts(norm, sym[s1].start)); s1++) {
+        }
+        for (int32_t i = s0; i + 1 < s1; i++) try_pair(t, norm, sym, i, &heap);
+        while (heap.n > 0) {
+            spm_pair p = heap_pop(&heap);
+            spm_symbol *l = &sym[p.left], *r = &sym[p.right];
+            if (l->len == 0 || r->len == 0 || l->next != p.right ||
+                l->len + r->len != t->offset[p.id + 1] - t->offset[p.id])
+                continue; /* stale */
+            l->len += r->len;
+            l->id = p.id;
+            l->next = r->next;
+            if (r->next >= 0) sym[r->next].prev = p.left;
+            r->len = 0;
+            try_pair(t, norm, sym, l->prev, &heap);
+            try_pair(t, norm, sym, p.left, &heap);
+        }
     }
 
     size_t count = (add_bos ? 1 : 0) + (add_eos ? 1 : 0);
@@ -441,22 +491,30 @@ cm_status cm_tokenizer_encode(const cm_tokenizer *t, const char *text, size_t le
     }
     size_t m = 0;
     if (add_bos) res[m++] = t->bos;
+    bool prev_unk = false;
     for (int32_t i = n_sym > 0 ? 0 : -1; i >= 0; i = sym[i].next) {
         if (sym[i].id >= 0) {
             res[m++] = sym[i].id;
+            prev_unk = false;
             continue;
         }
         bool all_bytes = true;
         for (size_t k = 0; k < sym[i].len; k++)
             if (t->byte_id[(unsigned char)norm[sym[i].start + k]] < 0) all_bytes = false;
         if (all_bytes) {
-            for (size_t k = 0; k < sym[i].len; k++) res[m++] = t->byte_id[(unsigned char)norm[sym[i].start + k]];
+            for (size_t k = 0; k < sym[i].len; k++)
+                res[m++] = t->byte_id[(unsigned char)norm[sym[i].start + k]];
+            prev_unk = false;
         } else if (t->unk >= 0) {
-            res[m++] = t->unk;
+            /* a run of unknown characters is one unk, as sentencepiece (and HF's fuse_unk) do */
+            if (!prev_unk) res[m++] = t->unk;
+            prev_unk = true;
+            continue;
         } else {
-            st = cm_error(CM_ERR_ARG,
-                          "encode: the character \"%.*s\" has no piece, no byte pieces and there is no unk token",
-                          (int)sym[i].len, norm + sym[i].start);
+            st = cm_error(
+                CM_ERR_ARG,
+                "encode: the character \"%.*s\" has no piece, no byte pieces and there is no unk token",
+                (int)sym[i].len, norm + sym[i].start);
             goto done;
         }
     }
@@ -532,9 +590,14 @@ size_t cm_detokenizer_push(cm_detokenizer *d, int id, char *out, size_t cap) {
     if (id < 0 || id >= t->n_vocab) return 0;
     d->prev = id;
     switch ((cm_token_type)t->type[id]) {
-    case CM_TOKEN_CONTROL: return 0; /* <s>, </s>: no text, and the start is still the start */
-    case CM_TOKEN_UNKNOWN: feed(d, &e, UNK_SURFACE, UNK_SURFACE_LEN); break;
-    case CM_TOKEN_BYTE: feed_byte(d, &e, (unsigned char)cm_spm_byte_piece_value(t->blob + t->offset[id], 6)); break;
+    case CM_TOKEN_CONTROL:
+        return 0; /* <s>, </s>: no text, and the start is still the start */
+    case CM_TOKEN_UNKNOWN:
+        feed(d, &e, UNK_SURFACE, UNK_SURFACE_LEN);
+        break;
+    case CM_TOKEN_BYTE:
+        feed_byte(d, &e, (unsigned char)cm_spm_byte_piece_value(t->blob + t->offset[id], 6));
+        break;
     default: {
         size_t n;
         const char *p = piece_of(t, id, &n);

@@ -16,19 +16,20 @@
 struct cm_tokenizer {
     cm_tokenizer_kind kind;
     int n_vocab;
-    char *blob;         /* all pieces, back to back */
-    uint32_t *offset;   /* n_vocab + 1 offsets into blob */
-    float *score;       /* n_vocab */
-    uint8_t *type;      /* n_vocab (cm_token_type) */
-    int32_t *slots;     /* open-addressing hash of piece -> first id; -1 empty */
-    size_t slot_mask;   /* number of slots - 1 (a power of two) */
-    int byte_id[256];   /* id of "<0xXX>" (type BYTE), -1 if absent */
+    char *blob;       /* all pieces, back to back */
+    uint32_t *offset; /* n_vocab + 1 offsets into blob */
+    float *score;     /* n_vocab */
+    uint8_t *type;    /* n_vocab (cm_token_type) */
+    int32_t *slots;   /* open-addressing hash of piece -> first id; -1 empty */
+    size_t slot_mask; /* number of slots - 1 (a power of two) */
+    int byte_id[256]; /* id of "<0xXX>" (type BYTE), -1 if absent */
     size_t max_piece_len;
     int bos, eos, unk, pad, eot, eom; /* -1 if none */
     bool add_bos, add_eos;
     bool add_dummy_prefix;         /* prepend "▁" to non-empty text */
     bool remove_extra_whitespaces; /* strip and collapse ' ' runs before encoding */
     bool escape_whitespaces;       /* ' ' -> "▁" before encoding */
+    bool words_independent;        /* no piece spans a word start (see cm_spm_finish): merge word by word */
     int n_set;                     /* builder state: pieces set so far */
     size_t blob_size, blob_cap;
 };

@@ -22,7 +22,9 @@ typedef struct {
     const char *name;
 } pb_reader;
 
-static size_t pb_offset(const pb_reader *r, const uint8_t *p) { return (size_t)(p - r->base); }
+static size_t pb_offset(const pb_reader *r, const uint8_t *p) {
+    return (size_t)(p - r->base);
+}
 
 static cm_status pb_varint(pb_reader *r, uint64_t *v) {
     const uint8_t *start = r->p;
@@ -30,8 +32,8 @@ static cm_status pb_varint(pb_reader *r, uint64_t *v) {
     *v = 0;
     for (int shift = 0; shift < 70; shift += 7) {
         if (r->p >= r->end)
-            return cm_error(CM_ERR_FORMAT, "%s: byte offset %zu: varint runs past the end of its message", r->name,
-                            pb_offset(r, start));
+            return cm_error(CM_ERR_FORMAT, "%s: byte offset %zu: varint runs past the end of its message",
+                            r->name, pb_offset(r, start));
         uint8_t b = *r->p++;
         if (shift == 63 && b > 1)
             return cm_error(CM_ERR_FORMAT, "%s: byte offset %zu: varint overflows 64 bits", r->name,
@@ -84,8 +86,10 @@ static cm_status pb_skip(pb_reader *r, uint32_t field, int wire) {
     const uint8_t *p;
     size_t n;
     switch (wire) {
-    case WIRE_VARINT: return pb_varint(r, &v);
-    case WIRE_LEN: return pb_bytes(r, &p, &n);
+    case WIRE_VARINT:
+        return pb_varint(r, &v);
+    case WIRE_LEN:
+        return pb_bytes(r, &p, &n);
     case WIRE_I64:
     case WIRE_I32:
         n = wire == WIRE_I64 ? 8 : 4;
@@ -102,8 +106,8 @@ static cm_status pb_skip(pb_reader *r, uint32_t field, int wire) {
 
 static cm_status pb_expect(pb_reader *r, uint32_t field, int wire, int want, const char *what) {
     if (wire == want) return CM_OK;
-    return cm_error(CM_ERR_FORMAT, "%s: byte offset %zu: %s (field %u) has wire type %d, expected %d", r->name,
-                    pb_offset(r, r->p), what, field, wire, want);
+    return cm_error(CM_ERR_FORMAT, "%s: byte offset %zu: %s (field %u) has wire type %d, expected %d",
+                    r->name, pb_offset(r, r->p), what, field, wire, want);
 }
 
 static cm_status pb_int32(pb_reader *r, uint32_t field, int wire, const char *what, int32_t *out) {
@@ -139,14 +143,30 @@ static cm_status parse_trainer(pb_reader r, trainer_spec *ts) {
         CM_TRY(pb_key(&r, &f, &w, &more));
         if (!more) return CM_OK;
         switch (f) {
-        case 3: CM_TRY(pb_int32(&r, f, w, "trainer_spec.model_type", &ts->model_type)); break;
-        case 4: CM_TRY(pb_int32(&r, f, w, "trainer_spec.vocab_size", &ts->vocab_size)); break;
-        case 35: CM_TRY(pb_bool(&r, f, w, "trainer_spec.byte_fallback", &ts->byte_fallback)); break;
-        case 40: CM_TRY(pb_int32(&r, f, w, "trainer_spec.unk_id", &ts->unk_id)); break;
-        case 41: CM_TRY(pb_int32(&r, f, w, "trainer_spec.bos_id", &ts->bos_id)); break;
-        case 42: CM_TRY(pb_int32(&r, f, w, "trainer_spec.eos_id", &ts->eos_id)); break;
-        case 43: CM_TRY(pb_int32(&r, f, w, "trainer_spec.pad_id", &ts->pad_id)); break;
-        default: CM_TRY(pb_skip(&r, f, w)); break;
+        case 3:
+            CM_TRY(pb_int32(&r, f, w, "trainer_spec.model_type", &ts->model_type));
+            break;
+        case 4:
+            CM_TRY(pb_int32(&r, f, w, "trainer_spec.vocab_size", &ts->vocab_size));
+            break;
+        case 35:
+            CM_TRY(pb_bool(&r, f, w, "trainer_spec.byte_fallback", &ts->byte_fallback));
+            break;
+        case 40:
+            CM_TRY(pb_int32(&r, f, w, "trainer_spec.unk_id", &ts->unk_id));
+            break;
+        case 41:
+            CM_TRY(pb_int32(&r, f, w, "trainer_spec.bos_id", &ts->bos_id));
+            break;
+        case 42:
+            CM_TRY(pb_int32(&r, f, w, "trainer_spec.eos_id", &ts->eos_id));
+            break;
+        case 43:
+            CM_TRY(pb_int32(&r, f, w, "trainer_spec.pad_id", &ts->pad_id));
+            break;
+        default:
+            CM_TRY(pb_skip(&r, f, w));
+            break;
         }
     }
 }
@@ -174,12 +194,19 @@ static cm_status parse_normalizer(pb_reader r, normalizer_spec *ns) {
             CM_TRY(pb_expect(&r, f, w, WIRE_LEN, "normalizer_spec.precompiled_charsmap"));
             CM_TRY(pb_bytes(&r, &p, &ns->charsmap_len));
             break;
-        case 3: CM_TRY(pb_bool(&r, f, w, "normalizer_spec.add_dummy_prefix", &ns->add_dummy_prefix)); break;
-        case 4:
-            CM_TRY(pb_bool(&r, f, w, "normalizer_spec.remove_extra_whitespaces", &ns->remove_extra_whitespaces));
+        case 3:
+            CM_TRY(pb_bool(&r, f, w, "normalizer_spec.add_dummy_prefix", &ns->add_dummy_prefix));
             break;
-        case 5: CM_TRY(pb_bool(&r, f, w, "normalizer_spec.escape_whitespaces", &ns->escape_whitespaces)); break;
-        default: CM_TRY(pb_skip(&r, f, w)); break;
+        case 4:
+            CM_TRY(
+                pb_bool(&r, f, w, "normalizer_spec.remove_extra_whitespaces", &ns->remove_extra_whitespaces));
+            break;
+        case 5:
+            CM_TRY(pb_bool(&r, f, w, "normalizer_spec.escape_whitespaces", &ns->escape_whitespaces));
+            break;
+        default:
+            CM_TRY(pb_skip(&r, f, w));
+            break;
         }
     }
 }
@@ -206,14 +233,18 @@ static cm_status parse_piece(pb_reader r, int id, cm_tokenizer *t) {
             if (r.end - r.p < 4)
                 return cm_error(CM_ERR_FORMAT, "%s: byte offset %zu: score runs past the end", r.name,
                                 pb_offset(&r, r.p));
-            uint32_t bits = (uint32_t)r.p[0] | (uint32_t)r.p[1] << 8 | (uint32_t)r.p[2] << 16 |
-                            (uint32_t)r.p[3] << 24;
+            uint32_t bits =
+                (uint32_t)r.p[0] | (uint32_t)r.p[1] << 8 | (uint32_t)r.p[2] << 16 | (uint32_t)r.p[3] << 24;
             memcpy(&score, &bits, 4);
             r.p += 4;
             break;
         }
-        case 3: CM_TRY(pb_int32(&r, f, w, "type", &type)); break;
-        default: CM_TRY(pb_skip(&r, f, w)); break;
+        case 3:
+            CM_TRY(pb_int32(&r, f, w, "type", &type));
+            break;
+        default:
+            CM_TRY(pb_skip(&r, f, w));
+            break;
         }
     }
     if (piece_len == 0)
@@ -239,7 +270,10 @@ static cm_status parse_model(const uint8_t *data, size_t size, const char *name,
         CM_TRY(pb_key(&r, &f, &w, &more));
         if (!more) break;
         if (f == 1 || f == 2 || f == 3) {
-            CM_TRY(pb_expect(&r, f, w, WIRE_LEN, f == 1 ? "pieces" : f == 2 ? "trainer_spec" : "normalizer_spec"));
+            CM_TRY(pb_expect(&r, f, w, WIRE_LEN,
+                             f == 1   ? "pieces"
+                             : f == 2 ? "trainer_spec"
+                                      : "normalizer_spec"));
             CM_TRY(pb_bytes(&r, &p, &n));
             if (f == 1) n_pieces++;
             if (f == 2) tsp = p, ts_len = n;
@@ -250,7 +284,8 @@ static cm_status parse_model(const uint8_t *data, size_t size, const char *name,
     }
     if (size == 0) return cm_error(CM_ERR_FORMAT, "%s: the file is empty", name);
     trainer_spec ts = {.model_type = 1, .unk_id = 0, .bos_id = 1, .eos_id = 2, .pad_id = -1};
-    normalizer_spec ns = {.add_dummy_prefix = true, .remove_extra_whitespaces = true, .escape_whitespaces = true};
+    normalizer_spec ns = {
+        .add_dummy_prefix = true, .remove_extra_whitespaces = true, .escape_whitespaces = true};
     if (tsp) CM_TRY(parse_trainer(pb_sub(&r, tsp, ts_len), &ts));
     if (nsp) CM_TRY(parse_normalizer(pb_sub(&r, nsp, ns_len), &ns));
     if (ts.model_type != 2) {
@@ -258,16 +293,17 @@ static cm_status parse_model(const uint8_t *data, size_t size, const char *name,
                            : ts.model_type == 3 ? "a word model"
                            : ts.model_type == 4 ? "a char model"
                                                 : "an unknown model type";
-        return cm_error(CM_ERR_UNSUPPORTED,
-                        "%s: trainer_spec.model_type %d is %s%s; only BPE (2) SentencePiece models are supported",
-                        name, ts.model_type, kind, tsp ? "" : " (the default: no trainer_spec)");
+        return cm_error(
+            CM_ERR_UNSUPPORTED,
+            "%s: trainer_spec.model_type %d is %s%s; only BPE (2) SentencePiece models are supported", name,
+            ts.model_type, kind, tsp ? "" : " (the default: no trainer_spec)");
     }
     if (ns.charsmap_len > 0)
         return cm_error(CM_ERR_UNSUPPORTED,
                         "%s: normalizer \"%.*s\" uses a precompiled charsmap (%zu bytes); only the identity "
                         "normalizer is supported",
-                        name, (int)(ns.name_len > 64 ? 64 : ns.name_len), ns.name ? (const char *)ns.name : "",
-                        ns.charsmap_len);
+                        name, (int)(ns.name_len > 64 ? 64 : ns.name_len),
+                        ns.name ? (const char *)ns.name : "", ns.charsmap_len);
     if (n_pieces == 0) return cm_error(CM_ERR_FORMAT, "%s: the model has no pieces", name);
 
     cm_tokenizer *t;
@@ -357,7 +393,9 @@ static void put_varint(pb_buf *b, uint64_t v) {
     buf_put(b, tmp, n);
 }
 
-static void put_key(pb_buf *b, uint32_t field, int wire) { put_varint(b, (uint64_t)field << 3 | (uint64_t)wire); }
+static void put_key(pb_buf *b, uint32_t field, int wire) {
+    put_varint(b, (uint64_t)field << 3 | (uint64_t)wire);
+}
 static void put_int(pb_buf *b, uint32_t field, int64_t v) {
     put_key(b, field, WIRE_VARINT);
     put_varint(b, (uint64_t)v); /* negative int32 values sign-extend to ten bytes, as protobuf does */
@@ -374,20 +412,34 @@ static void put_float(pb_buf *b, uint32_t field, float f) {
     put_key(b, field, WIRE_I32);
     buf_put(b, le, 4);
 }
-static void put_message(pb_buf *b, uint32_t field, const pb_buf *m) { put_bytes(b, field, m->p, m->n); }
+static void put_message(pb_buf *b, uint32_t field, const pb_buf *m) {
+    put_bytes(b, field, m->p, m->n);
+}
 
 cm_status cm_tokenizer_serialize_spm_model(const cm_tokenizer *t, uint8_t **data, size_t *size) {
     *data = NULL;
     *size = 0;
-    int unk = -1;
-    bool has_bytes = false;
+    int unk = -1, n_bytes = 0;
     for (int i = 0; i < t->n_vocab; i++) {
+        size_t n = t->offset[i + 1] - t->offset[i];
         if (t->type[i] == CM_TOKEN_UNKNOWN && unk < 0) unk = i;
-        if (t->type[i] == CM_TOKEN_BYTE) has_bytes = true;
+        if (t->type[i] == CM_TOKEN_BYTE) n_bytes++;
+        if (cm_spm_lookup(t, t->blob + t->offset[i], n) != i)
+            return cm_error(CM_ERR_ARG,
+                            "save tokenizer.model: token %d repeats the piece \"%.*s\" of token %d, "
+                            "which sentencepiece refuses",
+                            i, (int)(n > 32 ? 32 : n), t->blob + t->offset[i],
+                            cm_spm_lookup(t, t->blob + t->offset[i], n));
     }
     if (unk < 0)
         return cm_error(CM_ERR_ARG, "save tokenizer.model: the vocabulary has no UNKNOWN piece, which "
                                     "sentencepiece requires");
+    if (n_bytes != 0 && n_bytes != 256)
+        return cm_error(CM_ERR_ARG,
+                        "save tokenizer.model: the vocabulary has %d byte pieces; sentencepiece "
+                        "needs all 256 (byte fallback) or none",
+                        n_bytes);
+    bool has_bytes = n_bytes == 256;
     pb_buf out = {0}, m = {0};
     for (int i = 0; i < t->n_vocab; i++) {
         size_t n = t->offset[i + 1] - t->offset[i];
@@ -407,7 +459,9 @@ cm_status cm_tokenizer_serialize_spm_model(const cm_tokenizer *t, uint8_t **data
     put_int(&m, 43, t->pad);
     const int ids[4] = {unk, t->bos, t->eos, t->pad};
     for (int k = 0; k < 4; k++)
-        if (ids[k] >= 0) put_bytes(&m, 45 + (uint32_t)k, t->blob + t->offset[ids[k]], t->offset[ids[k] + 1] - t->offset[ids[k]]);
+        if (ids[k] >= 0)
+            put_bytes(&m, 45 + (uint32_t)k, t->blob + t->offset[ids[k]],
+                      t->offset[ids[k] + 1] - t->offset[ids[k]]);
     put_message(&out, 2, &m);
     m.n = 0;
     put_bytes(&m, 1, "identity", 8);

@@ -18,7 +18,8 @@ static cm_status gguf_opt_id(const cm_gguf *g, const char *key, int def, int *ou
     CM_TRY(cm_gguf_get_i64(g, key, &v));
     /* llama.cpp writes "no such token" as (uint32)-1 */
     if (v == (int64_t)UINT32_MAX) v = -1;
-    if (v > INT32_MAX) return cm_error(CM_ERR_FORMAT, "%s: %s = %lld is out of range", cm_gguf_path(g), key, (long long)v);
+    if (v > INT32_MAX)
+        return cm_error(CM_ERR_FORMAT, "%s: %s = %lld is out of range", cm_gguf_path(g), key, (long long)v);
     *out = v < 0 ? -1 : (int)v;
     return CM_OK;
 }
@@ -37,15 +38,17 @@ static cm_status load_gguf_pieces(const cm_gguf *g, cm_tokenizer *t, uint64_t n)
     if (cm_gguf_find(g, "tokenizer.ggml.scores") >= 0) {
         CM_TRY(cm_gguf_get_arr(g, "tokenizer.ggml.scores", &et, &cnt));
         if (et != CM_GGUF_FLOAT32 || cnt != n)
-            return cm_error(CM_ERR_FORMAT, "%s: tokenizer.ggml.scores should be %llu float32, found %llu of type %d",
-                            name, (unsigned long long)n, (unsigned long long)cnt, (int)et);
+            return cm_error(CM_ERR_FORMAT,
+                            "%s: tokenizer.ggml.scores should be %llu float32, found %llu of type %d", name,
+                            (unsigned long long)n, (unsigned long long)cnt, (int)et);
         CM_TRY(cm_gguf_get_arr_data(g, "tokenizer.ggml.scores", &scores));
     }
     if (cm_gguf_find(g, "tokenizer.ggml.token_type") >= 0) {
         CM_TRY(cm_gguf_get_arr(g, "tokenizer.ggml.token_type", &et, &cnt));
         if ((et != CM_GGUF_INT32 && et != CM_GGUF_UINT32) || cnt != n)
-            return cm_error(CM_ERR_FORMAT, "%s: tokenizer.ggml.token_type should be %llu int32, found %llu of type %d",
-                            name, (unsigned long long)n, (unsigned long long)cnt, (int)et);
+            return cm_error(CM_ERR_FORMAT,
+                            "%s: tokenizer.ggml.token_type should be %llu int32, found %llu of type %d", name,
+                            (unsigned long long)n, (unsigned long long)cnt, (int)et);
         CM_TRY(cm_gguf_get_arr_data(g, "tokenizer.ggml.token_type", &types));
     }
     for (uint64_t i = 0; i < n; i++) {
@@ -75,23 +78,26 @@ cm_status cm_tokenizer_from_gguf(const cm_gguf *g, cm_tokenizer **out) {
     if (mlen == 8 && memcmp(model, "no_vocab", 8) == 0)
         return cm_error(CM_ERR_NOT_FOUND, "%s: no vocabulary (tokenizer.ggml.model is \"no_vocab\")", name);
     if (mlen == 4 && memcmp(model, "gpt2", 4) == 0)
-        return cm_error(CM_ERR_UNSUPPORTED,
-                        "%s: tokenizer.ggml.model \"gpt2\" (byte-level BPE) is not supported yet: byte-level BPE "
-                        "comes later",
-                        name);
+        return cm_error(
+            CM_ERR_UNSUPPORTED,
+            "%s: tokenizer.ggml.model \"gpt2\" (byte-level BPE) is not supported yet: byte-level BPE "
+            "comes later",
+            name);
     if (!(mlen == 5 && memcmp(model, "llama", 5) == 0))
-        return cm_error(CM_ERR_UNSUPPORTED, "%s: tokenizer.ggml.model \"%.*s\" is not supported (only \"llama\")",
-                        name, (int)(mlen > 64 ? 64 : mlen), model);
+        return cm_error(CM_ERR_UNSUPPORTED,
+                        "%s: tokenizer.ggml.model \"%.*s\" is not supported (only \"llama\")", name,
+                        (int)(mlen > 64 ? 64 : mlen), model);
     cm_gguf_type et;
     uint64_t n;
     if (cm_gguf_find(g, "tokenizer.ggml.tokens") < 0)
         return cm_error(CM_ERR_FORMAT, "%s: tokenizer.ggml.tokens is absent", name);
     CM_TRY(cm_gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &n));
     if (et != CM_GGUF_STRING)
-        return cm_error(CM_ERR_FORMAT, "%s: tokenizer.ggml.tokens should be an array of strings (type %d)", name,
-                        (int)et);
+        return cm_error(CM_ERR_FORMAT, "%s: tokenizer.ggml.tokens should be an array of strings (type %d)",
+                        name, (int)et);
     if (n == 0 || n > CM_SPM_MAX_VOCAB)
-        return cm_error(CM_ERR_FORMAT, "%s: tokenizer.ggml.tokens has %llu entries", name, (unsigned long long)n);
+        return cm_error(CM_ERR_FORMAT, "%s: tokenizer.ggml.tokens has %llu entries", name,
+                        (unsigned long long)n);
     cm_tokenizer *t;
     CM_TRY(cm_spm_alloc((size_t)n, name, &t));
     cm_status st = load_gguf_pieces(g, t, n);
@@ -138,11 +144,14 @@ cm_status cm_tokenizer_write_gguf(const cm_tokenizer *t, struct cm_gguf_writer *
     if (!st) st = cm_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", CM_GGUF_INT32, types, n);
     if (!st && t->bos >= 0) st = cm_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)t->bos);
     if (!st && t->eos >= 0) st = cm_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)t->eos);
-    if (!st && t->unk >= 0) st = cm_gguf_writer_set_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)t->unk);
-    if (!st && t->pad >= 0) st = cm_gguf_writer_set_u32(w, "tokenizer.ggml.padding_token_id", (uint32_t)t->pad);
+    if (!st && t->unk >= 0)
+        st = cm_gguf_writer_set_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)t->unk);
+    if (!st && t->pad >= 0)
+        st = cm_gguf_writer_set_u32(w, "tokenizer.ggml.padding_token_id", (uint32_t)t->pad);
     if (!st) st = cm_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", t->add_bos);
     if (!st) st = cm_gguf_writer_set_bool(w, "tokenizer.ggml.add_eos_token", t->add_eos);
-    if (!st && !t->add_dummy_prefix) st = cm_gguf_writer_set_bool(w, "tokenizer.ggml.add_space_prefix", false);
+    if (!st && !t->add_dummy_prefix)
+        st = cm_gguf_writer_set_bool(w, "tokenizer.ggml.add_space_prefix", false);
 done:
     free(pieces);
     free(lens);
@@ -179,11 +188,16 @@ cm_status cm_tokenizer_open(const char *path, int vocab_size_hint, cm_tokenizer 
         return st;
     }
     bool spm;
-    if (cm_path_has_suffix(path, ".model")) spm = true;
-    else if (cm_path_has_suffix(path, ".bin")) spm = false;
-    else spm = m->size > 0 && m->data[0] == 0x0A; /* ModelProto field 1 (pieces), length-delimited */
-    if (spm) st = cm_tokenizer_parse_spm_model(m->data, m->size, path, out);
-    else st = cm_tokenizer_parse_llama2c(m->data, m->size, vocab_size_hint, path, out);
+    if (cm_path_has_suffix(path, ".model"))
+        spm = true;
+    else if (cm_path_has_suffix(path, ".bin"))
+        spm = false;
+    else
+        spm = m->size > 0 && m->data[0] == 0x0A; /* ModelProto field 1 (pieces), length-delimited */
+    if (spm)
+        st = cm_tokenizer_parse_spm_model(m->data, m->size, path, out);
+    else
+        st = cm_tokenizer_parse_llama2c(m->data, m->size, vocab_size_hint, path, out);
     cm_mmap_close(m);
     return st;
 }

@@ -12,6 +12,8 @@
 
 static int check_failures = 0;
 
+static inline int check_message_has(const char *needle) { return !needle || strstr(cm_last_error(), needle); }
+
 #define CHECK(cond)                                                                                          \
     do {                                                                                                     \
         if (!(cond)) {                                                                                       \
@@ -36,7 +38,7 @@ static int check_failures = 0;
         if (check_st_ == CM_OK) {                                                                            \
             fprintf(stderr, "%s:%d: %s should have failed\n", __FILE__, __LINE__, #expr);                    \
             check_failures++;                                                                                \
-        } else if ((needle) && !strstr(cm_last_error(), (needle))) {                                         \
+        } else if (!check_message_has(needle)) {                                                             \
             fprintf(stderr, "%s:%d: %s: message \"%s\" lacks \"%s\"\n", __FILE__, __LINE__, #expr,           \
                     cm_last_error(), (const char *)(needle));                                                \
             check_failures++;                                                                                \

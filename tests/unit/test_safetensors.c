@@ -162,7 +162,8 @@ static void test_offset_order(void) {
 
 /* ---- malformed inputs: each is rejected with a message naming the problem ---- */
 
-#define T1(dtype, shape, offs) "{\"x.weight\":{\"dtype\":\"" dtype "\",\"shape\":" shape ",\"data_offsets\":" offs "}}"
+#define T1(dtype, shape, offs)                                                                               \
+    "{\"x.weight\":{\"dtype\":\"" dtype "\",\"shape\":" shape ",\"data_offsets\":" offs "}}"
 
 static void test_bad_sizes(void) {
     CHECK_FAIL(parse_bytes("", 0), "bad.safetensors: file is empty");
@@ -200,8 +201,9 @@ static void test_bad_json(void) {
     CHECK_FAIL(parse_raw("{\"x\": [1]}", 0), "tensor \"x\": entry must be an object");
     CHECK_FAIL(parse_raw("{\"x\": {\"dtype\": \"F32\", \"shape\": [1]}}", 4), "missing \"data_offsets\"");
     CHECK_FAIL(parse_raw("{\"x\": {\"shape\": [1], \"data_offsets\": [0, 4]}}", 4), "missing \"dtype\"");
-    CHECK_FAIL(parse_raw("{\"x\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4], \"extra\": 1}}", 4),
-               "unexpected key \"extra\"");
+    CHECK_FAIL(
+        parse_raw("{\"x\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4], \"extra\": 1}}", 4),
+        "unexpected key \"extra\"");
     /* names with control characters stay on one line in messages */
     CHECK_FAIL(parse_raw("{\"a\\nb\": 1}", 0), "tensor \"a\\x0ab\"");
 }

@@ -41,10 +41,10 @@ static size_t parse_ids(const char *s, const char *end, int32_t **ids) {
 static void load_vectors(vectors *v) {
     memset(v, 0, sizeof *v);
     size_t isz, osz;
-    CHECK_OK(cm_read_file(cm_test_shared("tokenizers/llamacpp-vocab-tests/ggml-vocab-llama-spm.gguf.inp"), 1 << 20,
-                          &v->inp, &isz));
-    CHECK_OK(cm_read_file(cm_test_shared("tokenizers/llamacpp-vocab-tests/ggml-vocab-llama-spm.gguf.out"), 1 << 20,
-                          &v->out, &osz));
+    CHECK_OK(cm_read_file(cm_test_shared("tokenizers/llamacpp-vocab-tests/ggml-vocab-llama-spm.gguf.inp"),
+                          1 << 20, &v->inp, &isz));
+    CHECK_OK(cm_read_file(cm_test_shared("tokenizers/llamacpp-vocab-tests/ggml-vocab-llama-spm.gguf.out"),
+                          1 << 20, &v->out, &osz));
     if (!v->inp || !v->out) return;
     static const char sep[] = "\n__ggml_vocab_test__\n";
     char *p = v->inp, *end = v->inp + isz;
@@ -108,7 +108,8 @@ static void check_vectors(const cm_tokenizer *t, const vectors *v, const char *s
     CHECK(v->n == 46);
 }
 
-static void expect_encode(const cm_tokenizer *t, const char *text, bool bos, const int32_t *want, size_t n_want) {
+static void expect_encode(const cm_tokenizer *t, const char *text, bool bos, const int32_t *want,
+                          size_t n_want) {
     int32_t *ids = NULL;
     size_t n = 0;
     CHECK_OK(cm_tokenizer_encode(t, text, strlen(text), bos, false, &ids, &n));
@@ -154,7 +155,8 @@ static void test_facts_examples(const cm_tokenizer *t) {
 }
 
 /* Feed ids one by one; every chunk must end on a character boundary, and the whole must equal decode(). */
-static void check_stream(const cm_tokenizer *t, const int32_t *ids, size_t n, const char *want) {
+static void check_stream_ex(const cm_tokenizer *t, const int32_t *ids, size_t n, const char *want,
+                            bool valid) {
     cm_detokenizer d;
     cm_detokenizer_init(&d, t);
     size_t cap = 64 + cm_tokenizer_max_piece_len(t);
@@ -165,7 +167,7 @@ static void check_stream(const cm_tokenizer *t, const int32_t *ids, size_t n, co
         /* a chunk never ends inside a character: its last lead byte is complete */
         size_t j = k;
         while (j > 0 && ((unsigned char)chunk[j - 1] & 0xC0) == 0x80) j--;
-        if (j > 0) {
+        if (valid && j > 0) {
             unsigned char lead = (unsigned char)chunk[j - 1];
             size_t need = lead < 0x80 ? 1 : lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
             CHECK(k - (j - 1) == need);
@@ -183,9 +185,14 @@ static void check_stream(const cm_tokenizer *t, const int32_t *ids, size_t n, co
     free(chunk);
 }
 
+static void check_stream(const cm_tokenizer *t, const int32_t *ids, size_t n, const char *want) {
+    check_stream_ex(t, ids, n, want, true);
+}
+
 static void test_decode(const cm_tokenizer *t) {
     /* 🦙 (F0 9F A6 99) and 中 (E4 B8 AD) as byte pieces */
-    const int32_t emoji[] = {1, 29871, 3 + 0xF0, 3 + 0x9F, 3 + 0xA6, 3 + 0x99, 15043, 3 + 0xE4, 3 + 0xB8, 3 + 0xAD};
+    const int32_t emoji[] = {1,        29871, 3 + 0xF0, 3 + 0x9F, 3 + 0xA6,
+                             3 + 0x99, 15043, 3 + 0xE4, 3 + 0xB8, 3 + 0xAD};
     check_stream(t, emoji, 10, "\xF0\x9F\xA6\x99 Hello\xE4\xB8\xAD");
     /* leading "▁" dropped only at the very start (control tokens do not count) */
     const int32_t lead[] = {1, 15043, 3186};
@@ -198,9 +205,12 @@ static void test_decode(const cm_tokenizer *t) {
     check_stream(t, unk, 2, " \xE2\x81\x87  Hello");
     /* an invalid sequence comes out as it is once proven invalid; a dangling lead byte at flush */
     const int32_t bad[] = {3 + 0xE4, 3 + 0x41, 3 + 0xF0, 3 + 0x9F};
-    check_stream(t, bad, 4, "\xE4" "A\xF0\x9F");
+    check_stream_ex(t, bad, 4,
+                    "\xE4"
+                    "A\xF0\x9F",
+                    false);
     const int32_t cont[] = {3 + 0x80, 3 + 0xC0, 3 + 0xED, 3 + 0xA0, 3 + 0x80};
-    check_stream(t, cont, 5, "\x80\xC0\xED\xA0\x80");
+    check_stream_ex(t, cont, 5, "\x80\xC0\xED\xA0\x80", false);
     /* out-of-range ids are ignored */
     const int32_t oob[] = {-5, 15043, 999999};
     check_stream(t, oob, 3, "Hello");
@@ -258,6 +268,9 @@ static void check_same_tokenization(const cm_tokenizer *a, const cm_tokenizer *b
 
 static void test_writers(const cm_tokenizer *t, const vectors *v, const char *tmp) {
     char path[4200];
+    cm_tokenizer *none = NULL;
+    CHECK(cm_tokenizer_open(tmp, 0, &none) == CM_ERR_NOT_FOUND); /* a folder without tokenizer.model */
+    CHECK(strstr(cm_last_error(), "no tokenizer.model") != NULL);
     snprintf(path, sizeof path, "%s/tokenizer.model", tmp);
     CHECK_OK(cm_tokenizer_save_spm_model(t, path));
     cm_tokenizer *r = NULL;
@@ -382,7 +395,8 @@ static void test_bad_llama2c(void) {
     CHECK_FAIL(cm_tokenizer_parse_llama2c(b, n, 0, "none.bin", &t), "no tokens");
     size_t n1 = n + put_rec(b + n, 0, 5, "<unk>");
     n = n1 + put_rec(b + n1, 0, -3, NULL);
-    CHECK_FAIL(cm_tokenizer_parse_llama2c(b, n, 0, "neg.bin", &t), "token 1 at byte offset 17: negative length -3");
+    CHECK_FAIL(cm_tokenizer_parse_llama2c(b, n, 0, "neg.bin", &t),
+               "token 1 at byte offset 17: negative length -3");
     n = n1 + put_rec(b + n1, 0, 0, NULL);
     CHECK_FAIL(cm_tokenizer_parse_llama2c(b, n, 0, "zero.bin", &t), "empty piece");
     n = n1 + put_rec(b + n1, 0, 100, NULL);
@@ -397,16 +411,42 @@ static void test_bad_llama2c(void) {
     CHECK(t == NULL);
 }
 
-/* A tiny valid tokenizer.model built with the writer. */
+/* A tiny valid tokenizer.model built with the writer (no byte pieces: unknown characters become unk). */
 static void tiny_model(uint8_t **data, size_t *size) {
-    const char *pieces[] = {"<unk>", "<s>", "</s>", "<0x41>", "\xE2\x96\x81", "a", "b", "\xE2\x96\x81" "a", "ab"};
-    size_t lens[9];
-    float scores[9];
-    for (int i = 0; i < 9; i++) lens[i] = strlen(pieces[i]), scores[i] = -(float)i;
+    const char *pieces[] = {"<unk>", "<s>", "</s>", "\xE2\x96\x81", "a", "b", "\342\226\201a", "ab"};
+    size_t lens[8];
+    float scores[8];
+    for (int i = 0; i < 8; i++) lens[i] = strlen(pieces[i]), scores[i] = -(float)i;
     cm_tokenizer *t = NULL;
-    CHECK_OK(cm_tokenizer_from_pieces(pieces, lens, scores, NULL, 9, 1, 2, 0, &t));
+    CHECK_OK(cm_tokenizer_from_pieces(pieces, lens, scores, NULL, 8, 1, 2, 0, &t));
     *data = NULL;
     if (t) CHECK_OK(cm_tokenizer_serialize_spm_model(t, data, size));
+    cm_tokenizer_close(t);
+}
+
+/* Partial byte fallback works in camelid, but sentencepiece could not load it, so the writer refuses it;
+ * so does it a duplicate piece. */
+static void test_partial_bytes(void) {
+    const char *pieces[] = {"<unk>", "<s>", "</s>",          "<0x41>", "\xE2\x96\x81",
+                            "a",     "b",   "\342\226\201a", "ab",     "a"};
+    size_t lens[10];
+    for (int i = 0; i < 10; i++) lens[i] = strlen(pieces[i]);
+    cm_tokenizer *t = NULL;
+    CHECK_OK(cm_tokenizer_from_pieces(pieces, lens, NULL, NULL, 9, 1, 2, 0, &t));
+    if (!t) return;
+    const int32_t want[] = {1, 7, 6, 4, 3, 0}; /* "▁a" "b" "▁" <0x41> unk (Z has no byte piece) */
+    expect_encode(t, "ab AZ", true, want, 6);
+    CHECK(cm_tokenizer_type(t, 3) == CM_TOKEN_BYTE);
+    uint8_t *data;
+    size_t size;
+    CHECK_FAIL(cm_tokenizer_serialize_spm_model(t, &data, &size), "needs all 256");
+    cm_tokenizer_close(t);
+    CHECK_OK(cm_tokenizer_from_pieces(pieces, lens, NULL, NULL, 10, 1, 2, 0, &t));
+    if (!t) return;
+    const int32_t first[] = {4, 6, 5}; /* "▁" "b" "a": the duplicate "a" resolves to its first id */
+    expect_encode(t, "ba", false, first, 3);
+    CHECK_FAIL(cm_tokenizer_save_spm_model(t, "/nonexistent/x.model"),
+               "token 9 repeats the piece \"a\" of token 5");
     cm_tokenizer_close(t);
 }
 
@@ -418,9 +458,14 @@ static void test_bad_model(void) {
     if (!good) return;
     CHECK_OK(cm_tokenizer_parse_spm_model(good, size, "tiny.model", &t));
     if (t) {
-        const int32_t want[] = {1, 7, 6, 4, 3, 0};
-        expect_encode(t, "ab AZ", true, want, 6); /* "▁a" "b" "▁" <0x41> unk(Z: no byte piece) */
-        CHECK(cm_tokenizer_type(t, 3) == CM_TOKEN_BYTE);
+        const int32_t want[] = {1, 6, 5, 3,
+                                0}; /* as sentencepiece: "▁a" "b" "▁" unk (one for the run "AZ") */
+        expect_encode(t, "ab AZ", true, want, 5);
+        const int32_t want2[] = {3, 0, 3, 0, 4, 0}; /* "▁" unk "▁" unk "a" unk */
+        expect_encode(t,
+                      "xy zz\xC3\xA9"
+                      "a\xF0\x9F\xA6\x99",
+                      false, want2, 6);
     }
     cm_tokenizer_close(t);
     t = NULL;
@@ -442,22 +487,26 @@ static void test_bad_model(void) {
     CHECK(failures > (int)size / 2);
     /* a length past the end */
     uint8_t past[] = {0x0A, 0x50, 0x0A, 0x01, 'a'};
-    CHECK_FAIL(cm_tokenizer_parse_spm_model(past, sizeof past, "past.model", &t), "byte offset 1: length 80 runs past");
+    CHECK_FAIL(cm_tokenizer_parse_spm_model(past, sizeof past, "past.model", &t),
+               "byte offset 1: length 80 runs past");
     /* a bad varint: 11 continuation bytes */
     uint8_t varint[] = {0x0A, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01};
     CHECK_FAIL(cm_tokenizer_parse_spm_model(varint, sizeof varint, "varint.model", &t), "varint");
     uint8_t varint2[] = {0x0A, 0x80};
-    CHECK_FAIL(cm_tokenizer_parse_spm_model(varint2, sizeof varint2, "varint2.model", &t), "varint runs past");
+    CHECK_FAIL(cm_tokenizer_parse_spm_model(varint2, sizeof varint2, "varint2.model", &t),
+               "varint runs past");
     /* an empty piece */
     uint8_t empty_piece[] = {0x0A, 0x02, 0x0A, 0x00, 0x12, 0x02, 0x18, 0x02};
-    CHECK_FAIL(cm_tokenizer_parse_spm_model(empty_piece, sizeof empty_piece, "e.model", &t), "empty or missing piece");
+    CHECK_FAIL(cm_tokenizer_parse_spm_model(empty_piece, sizeof empty_piece, "e.model", &t),
+               "empty or missing piece");
     /* a unigram model */
     uint8_t unigram[] = {0x0A, 0x03, 0x0A, 0x01, 'a', 0x12, 0x02, 0x18, 0x01};
     CHECK_FAIL(cm_tokenizer_parse_spm_model(unigram, sizeof unigram, "u.model", &t), "unigram");
     CHECK(cm_tokenizer_parse_spm_model(unigram, sizeof unigram, "u.model", &t) == CM_ERR_UNSUPPORTED);
     /* wrong wire type for the score */
     uint8_t wire[] = {0x0A, 0x05, 0x0A, 0x01, 'a', 0x10, 0x01, 0x12, 0x02, 0x18, 0x02};
-    CHECK_FAIL(cm_tokenizer_parse_spm_model(wire, sizeof wire, "w.model", &t), "score (field 2) has wire type 0");
+    CHECK_FAIL(cm_tokenizer_parse_spm_model(wire, sizeof wire, "w.model", &t),
+               "score (field 2) has wire type 0");
     /* a bad token type */
     uint8_t type[] = {0x0A, 0x05, 0x0A, 0x01, 'a', 0x18, 0x09, 0x12, 0x02, 0x18, 0x02};
     CHECK_FAIL(cm_tokenizer_parse_spm_model(type, sizeof type, "t.model", &t), "unknown token type 9");
@@ -501,8 +550,9 @@ static void test_gguf_errors(const char *tmp) {
     CHECK_OK(cm_gguf_writer_set_str(w, "tokenizer.ggml.model", "no_vocab"));
     CHECK_OK(cm_gguf_writer_commit(w));
     CHECK(cm_tokenizer_open(path, 0, &t) == CM_ERR_NOT_FOUND);
-    CHECK_FAIL(cm_tokenizer_open(cm_test_shared("tokenizers/llamacpp-vocab-tests/ggml-vocab-gpt-2.gguf"), 0, &t),
-               "byte-level BPE comes later");
+    CHECK_FAIL(
+        cm_tokenizer_open(cm_test_shared("tokenizers/llamacpp-vocab-tests/ggml-vocab-gpt-2.gguf"), 0, &t),
+        "byte-level BPE comes later");
     CHECK(t == NULL);
 }
 
@@ -520,6 +570,36 @@ static void test_long(const cm_tokenizer *t) {
     int32_t *ids;
     size_t m;
     CHECK_OK(cm_tokenizer_encode(t, s, k, false, false, &ids, &m));
+    /* The same vocabulary plus a piece spanning a word start (invalid UTF-8, so it never matches) turns off
+     * word-by-word merging; the tokens must not change. */
+    int nv = cm_tokenizer_vocab_size(t);
+    const char **pieces = malloc((size_t)(nv + 1) * sizeof *pieces);
+    size_t *lens = malloc((size_t)(nv + 1) * sizeof *lens);
+    float *scores = malloc((size_t)(nv + 1) * sizeof *scores);
+    cm_token_type *types = malloc((size_t)(nv + 1) * sizeof *types);
+    for (int i = 0; i < nv; i++) {
+        pieces[i] = cm_tokenizer_piece(t, i, &lens[i]);
+        scores[i] = cm_tokenizer_score(t, i);
+        types[i] = cm_tokenizer_type(t, i);
+    }
+    pieces[nv] = "\xFF\xE2\x96\x81";
+    lens[nv] = 4;
+    scores[nv] = 0.0f;
+    types[nv] = CM_TOKEN_NORMAL;
+    cm_tokenizer *whole = NULL;
+    CHECK_OK(cm_tokenizer_from_pieces(pieces, lens, scores, types, (size_t)nv + 1, 1, 2, 0, &whole));
+    if (whole) {
+        int32_t *ids2;
+        size_t m2;
+        CHECK_OK(cm_tokenizer_encode(whole, s, k, false, false, &ids2, &m2));
+        CHECK(same_ids(ids, m, ids2, m2));
+        free(ids2);
+    }
+    cm_tokenizer_close(whole);
+    free(pieces);
+    free(lens);
+    free(scores);
+    free(types);
     char *text;
     size_t len;
     CHECK_OK(cm_tokenizer_decode(t, ids, m, &text, &len));
@@ -540,9 +620,12 @@ int main(void) {
     char *tmp = cm_test_tmpdir();
 
     cm_tokenizer *from_model = NULL, *from_bin = NULL, *from_bin0 = NULL, *from_gguf = NULL;
-    CHECK_OK(cm_tokenizer_open(cm_test_shared("tokenizers/llama2-sentencepiece/tokenizer.model"), 0, &from_model));
-    CHECK_OK(cm_tokenizer_open(cm_test_shared("tokenizers/llama2-sentencepiece/tokenizer.bin"), 32000, &from_bin));
-    CHECK_OK(cm_tokenizer_open(cm_test_shared("tokenizers/llama2-sentencepiece/tokenizer.bin"), 0, &from_bin0));
+    CHECK_OK(
+        cm_tokenizer_open(cm_test_shared("tokenizers/llama2-sentencepiece/tokenizer.model"), 0, &from_model));
+    CHECK_OK(
+        cm_tokenizer_open(cm_test_shared("tokenizers/llama2-sentencepiece/tokenizer.bin"), 32000, &from_bin));
+    CHECK_OK(
+        cm_tokenizer_open(cm_test_shared("tokenizers/llama2-sentencepiece/tokenizer.bin"), 0, &from_bin0));
     CHECK_OK(cm_tokenizer_open(cm_test_shared("tokenizers/llamacpp-vocab-tests/ggml-vocab-llama-spm.gguf"), 0,
                                &from_gguf));
     if (from_model) check_vectors(from_model, &v, "tokenizer.model");
@@ -563,6 +646,7 @@ int main(void) {
     test_tok512();
     test_bad_llama2c();
     test_bad_model();
+    test_partial_bytes();
     test_gguf_errors(tmp);
 
     cm_tokenizer_close(from_model);
@@ -570,6 +654,13 @@ int main(void) {
     cm_tokenizer_close(from_bin0);
     cm_tokenizer_close(from_gguf);
     free_vectors(&v);
+    const char *made[] = {"tokenizer.model", "tok512.model", "vocab.gguf", "novocab.gguf", "novocab2.gguf"};
+    for (int i = 0; i < 5; i++) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/%s", tmp, made[i]);
+        remove(path);
+    }
+    remove(tmp);
     free(tmp);
     CHECK_DONE();
 }

@@ -1,0 +1,30 @@
+/* libFuzzer: llama2.c tokenizer.bin parser (read to the end of the file, and with a small vocab size). */
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "camelid/tokenizer.h"
+
+static void exercise(cm_tokenizer *t) {
+    static const char text[] = "Once upon a time, 中文 🦙";
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if (cm_tokenizer_encode(t, text, sizeof text - 1, false, false, &ids, &n) != CM_OK) return;
+    char *out = NULL;
+    size_t len = 0;
+    if (cm_tokenizer_decode(t, ids, n, &out, &len) != CM_OK) __builtin_trap();
+    free(out);
+    free(ids);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    cm_tokenizer *t = NULL;
+    if (cm_tokenizer_parse_llama2c(data, size, 0, "fuzz.bin", &t) == CM_OK) {
+        exercise(t);
+        cm_tokenizer_close(t);
+    }
+    if (cm_tokenizer_parse_llama2c(data, size, 3, "fuzz3.bin", &t) == CM_OK) {
+        exercise(t);
+        cm_tokenizer_close(t);
+    }
+    return 0;
+}
