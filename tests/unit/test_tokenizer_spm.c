@@ -388,7 +388,7 @@ static size_t put_rec(uint8_t *p, float score, int32_t len, const char *s) {
 
 static void test_bad_llama2c(void) {
     cm_tokenizer *t = NULL;
-    uint8_t b[256];
+    uint8_t b[256] = {0};
     CHECK_FAIL(cm_tokenizer_parse_llama2c(b, 0, 0, "empty.bin", &t), "too short");
     CHECK_FAIL(cm_tokenizer_parse_llama2c(b, 3, 0, "short.bin", &t), "short.bin");
     size_t n = put_u32(b, 8);
