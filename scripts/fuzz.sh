@@ -14,7 +14,7 @@ for exe in "$build"/bin/fuzz_*; do
     work="$scratch/$name"
     mkdir -p "$work/corpus" "$work/artifacts"
     [ -d "$root/tests/fuzz/corpus/$name" ] && cp -r "$root/tests/fuzz/corpus/$name/." "$work/corpus/"
-    if "$exe" -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=65536 -timeout=10 \
+    if "$exe" -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=2048 -max_len=65536 -timeout=10 \
         -artifact_prefix="$work/artifacts/" "$work/corpus" >"$work/log" 2>&1; then
         runs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$work/log" | awk '{print $2}' || true)
         echo "fuzz: $name ok (${seconds}s${runs:+, $runs runs})"
