@@ -4,8 +4,9 @@
 set -euo pipefail
 want=(build-essential cmake pkg-config libjansson-dev)
 if [ "${1:-build}" = test ]; then
-    # clang + compiler-rt give libFuzzer and the sanitizer runtimes for the fuzz targets
-    want+=(clang libclang-rt-dev)
+    # clang + compiler-rt give libFuzzer and the sanitizer runtimes for the fuzz targets; the CLI tests use python3
+    # to build malformed files
+    want+=(clang libclang-rt-dev python3)
 fi
 missing=()
 for p in "${want[@]}"; do

@@ -1,3 +1,4 @@
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -198,6 +199,20 @@ static cm_status bind_weight(cm_tensor_lookup lookup, void *ctx, const char *nam
     return CM_OK;
 }
 
+/* Formats do not promise aligned tensor data (safetensors packs tensors back to back); kernels read whole
+ * elements, so a misaligned weight gets an aligned private copy. */
+static cm_status align_weight(cm_model *m, cm_weight *w) {
+    size_t esize = cm_dtype_block_bytes(w->dtype);
+    if ((uintptr_t)w->data % esize == 0) return CM_OK;
+    size_t n = (size_t)(w->rows * w->cols) * esize;
+    void *copy = malloc(n ? n : 1);
+    if (!copy) return cm_error(CM_ERR_NOMEM, "out of memory");
+    memcpy(copy, w->data, n);
+    CM_TRY(cm_model_keep(m, copy));
+    w->data = copy;
+    return CM_OK;
+}
+
 static cm_status bind_norm(cm_model *m, cm_tensor_lookup lookup, void *ctx, const char *name, const char *what,
                            const float **out) {
     const cm_tensor *t;
@@ -231,8 +246,13 @@ cm_status cm_model_bind(cm_model *m, const cm_tensor_names *names, cm_tensor_loo
         CM_TRY(bind_weight(lookup, ctx, LAYER_NAME(names->w_gate), c->hidden_dim, dim, what, &L->w_gate));
         CM_TRY(bind_weight(lookup, ctx, LAYER_NAME(names->w_up), c->hidden_dim, dim, what, &L->w_up));
         CM_TRY(bind_weight(lookup, ctx, LAYER_NAME(names->w_down), dim, c->hidden_dim, what, &L->w_down));
+        cm_weight *all[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (size_t i = 0; i < sizeof all / sizeof *all; i++) CM_TRY(align_weight(m, all[i]));
     }
 #undef LAYER_NAME
+    CM_TRY(align_weight(m, &m->tok_embd));
+    if (c->tie_embeddings) m->output = m->tok_embd;
+    else CM_TRY(align_weight(m, &m->output));
     return CM_OK;
 }
 

@@ -81,7 +81,7 @@ static int32_t *read_tokens(const char *dir, int *n) {
 }
 
 static void check_hf_tiny(const char *variant) {
-    char dir[4096], path[4096];
+    char dir[2048], path[4096];
     snprintf(dir, sizeof dir, "%s", cm_test_data("hf-tiny/"));
     strncat(dir, variant, sizeof dir - strlen(dir) - 1);
     cm_model *m;
