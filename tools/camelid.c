@@ -1,4 +1,5 @@
 /* camelid — the command-line interface. It parses arguments and calls the library, nothing more. */
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,6 +70,8 @@ static const char *main_help =
     "Every command accepts -t/--threads N and -h/--help. Run `camelid <command> --help` for its options.\n";
 
 int main(int argc, char **argv) {
+    /* a closed pipe (camelid ... | head) is a write error to report, not a signal to die of */
+    signal(SIGPIPE, SIG_IGN);
     if (argc < 2) {
         fputs(main_help, stderr);
         return 1;

@@ -152,7 +152,10 @@ int cmd_generate(int argc, char **argv) {
         goto out;
     }
     fputc('\n', stdout);
-    fflush(stdout);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        cli_fail("stdout: write failed");
+        goto out;
+    }
     fprintf(stderr, "camelid: prompt %d tokens (%.1f tok/s), generated %d tokens (%.1f tok/s), stop: %s, seed %llu\n",
             res.n_prompt, res.prompt_seconds > 0 ? res.n_prompt / res.prompt_seconds : 0.0, res.n_generated,
             res.generate_seconds > 0 ? res.n_generated / res.generate_seconds : 0.0, cm_stop_reason_name(res.stop),

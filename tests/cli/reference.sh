@@ -30,6 +30,10 @@ same_text "greedy_noprompt_n256 (default -n)" "$TMP/out" "$REF/greedy_noprompt_n
 "$BIN" generate "$MODEL" --tokenizer "$TOK" --temperature 1 --top-p 0.9 --top-k 0 --min-p 0 --seed 133742 \
     >"$TMP/out" 2>/dev/null
 same_text "sample_t1.0_p0.9_s133742_n256" "$TMP/out" "$REF/sample_t1.0_p0.9_s133742_n256.txt"
+# generation stops when the model samples BOS, as run.c does (after 345 tokens)
+"$BIN" generate "$MODEL" --tokenizer "$TOK" --temperature 0 -n 512 >"$TMP/out" 2>"$TMP/err"
+same_text "stops at BOS like run.c" "$TMP/out" "$TESTDATA/runc_golden/bos_stop_n512.txt"
+grep -q "generated 345 tokens.*stop: eos" "$TMP/err" && pass "stop reason eos" || fail "stop reason: $(cat "$TMP/err")"
 # stats go to stderr, one line
 "$BIN" generate "$MODEL" --tokenizer "$TOK" --temperature 0 -n 5 2>"$TMP/err" >/dev/null
 grep -q "tok/s" "$TMP/err" && pass "stats on stderr" || fail "stats on stderr"
