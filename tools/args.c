@@ -49,7 +49,9 @@ static int set_value(const arg_spec *s, const char *v, char *err, size_t cap) {
         *(float *)s->target = x;
         break;
     }
-    case ARG_STRING: *(const char **)s->target = v; break;
+    case ARG_STRING:
+        *(const char **)s->target = v;
+        break;
     case ARG_STRINGS: {
         string_list *l = s->target;
         const char **items = realloc(l->items, (size_t)(l->n + 1) * sizeof *items);
@@ -61,7 +63,9 @@ static int set_value(const arg_spec *s, const char *v, char *err, size_t cap) {
         l->items[l->n++] = v;
         break;
     }
-    case ARG_FLAG: *(bool *)s->target = true; break;
+    case ARG_FLAG:
+        *(bool *)s->target = true;
+        break;
     }
     if (s->seen) *s->seen = true;
     return 0;

@@ -29,7 +29,9 @@ int cli_fail(const char *fmt, ...) {
     return 1;
 }
 
-int cli_fail_status(void) { return cli_fail("%s", cm_last_error()); }
+int cli_fail_status(void) {
+    return cli_fail("%s", cm_last_error());
+}
 
 /* Parse argv for a command with the options every command shares (-t/--threads, -h/--help). Returns -1 on
  * error (already reported), 1 if help was printed, 0 to go on. */

@@ -11,8 +11,10 @@ static const char *help =
     "\n"
     "Convert a model (HF folder, .safetensors, .gguf, llama2.c .bin). With --to hf, OUT is a folder that\n"
     "transformers loads (config.json, model.safetensors, tokenizer.model + tokenizer_config.json when a\n"
-    "tokenizer is known); with --to gguf, OUT is a .gguf file that llama.cpp loads (the tokenizer embedded, or\n"
-    "tokenizer.ggml.model = \"no_vocab\" without one). q/k rows are permuted between RoPE layouts as needed.\n"
+    "tokenizer is known); with --to gguf, OUT is a .gguf file that llama.cpp loads (the tokenizer embedded, "
+    "or\n"
+    "tokenizer.ggml.model = \"no_vocab\" without one). q/k rows are permuted between RoPE layouts as "
+    "needed.\n"
     "\n"
     "options:\n"
     "  --to hf|gguf        output format (required)\n"
@@ -32,7 +34,8 @@ int cmd_convert(int argc, char **argv) {
     const char **pos = calloc((size_t)argc + 1, sizeof *pos);
     int n_pos = 0;
     int rc = cli_parse(argc, argv, specs, sizeof specs / sizeof *specs, help, &threads, pos, &n_pos);
-    const char *in = n_pos > 0 ? pos[0] : NULL, *out = n_pos > 1 ? pos[1] : NULL, *extra = n_pos > 2 ? pos[2] : NULL;
+    const char *in = n_pos > 0 ? pos[0] : NULL, *out = n_pos > 1 ? pos[1] : NULL,
+               *extra = n_pos > 2 ? pos[2] : NULL;
     free(pos);
     if (rc != 0) return rc < 0 ? 1 : 0;
     if (!in || !out) return cli_fail("convert needs IN and OUT (see camelid convert --help)");
@@ -42,10 +45,14 @@ int cmd_convert(int argc, char **argv) {
     if (!to_hf && !to_gguf) return cli_fail("--to must be hf or gguf, got \"%s\"", to);
     cm_dtype dtype = CM_DTYPE_COUNT;
     if (dtype_name) {
-        if (!strcasecmp(dtype_name, "f32")) dtype = CM_DTYPE_F32;
-        else if (!strcasecmp(dtype_name, "f16")) dtype = CM_DTYPE_F16;
-        else if (!strcasecmp(dtype_name, "bf16")) dtype = CM_DTYPE_BF16;
-        else return cli_fail("--dtype must be f32, f16 or bf16, got \"%s\"", dtype_name);
+        if (!strcasecmp(dtype_name, "f32"))
+            dtype = CM_DTYPE_F32;
+        else if (!strcasecmp(dtype_name, "f16"))
+            dtype = CM_DTYPE_F16;
+        else if (!strcasecmp(dtype_name, "bf16"))
+            dtype = CM_DTYPE_BF16;
+        else
+            return cli_fail("--dtype must be f32, f16 or bf16, got \"%s\"", dtype_name);
     }
     cm_model *m;
     if (cm_model_open(in, &m) != CM_OK) return cli_fail_status();

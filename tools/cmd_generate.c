@@ -10,8 +10,10 @@
 static const char *help =
     "usage: camelid generate MODEL [options]\n"
     "\n"
-    "Generate text. MODEL is a Hugging Face folder, a .safetensors file (config.json beside it), a .gguf file\n"
-    "or a llama2.c .bin checkpoint. stdout gets the prompt's text followed by the continuation; statistics go\n"
+    "Generate text. MODEL is a Hugging Face folder, a .safetensors file (config.json beside it), a .gguf "
+    "file\n"
+    "or a llama2.c .bin checkpoint. stdout gets the prompt's text followed by the continuation; statistics "
+    "go\n"
     "to stderr.\n"
     "\n"
     "options:\n"
@@ -29,7 +31,8 @@ static const char *help =
     "  --repeat-penalty R      penalise recently seen tokens (default 1.0 = off)\n"
     "  --repeat-last-n N       how many recent tokens the penalty looks at (default 64; -1 = all)\n"
     "  --samplers LIST         order of the sampling stages, ';'-separated (default\n"
-    "                          \"top_k;top_p;min_p;temperature\", as llama.cpp; llama2.c's is \"temperature;top_p\")\n"
+    "                          \"top_k;top_p;min_p;temperature\", as llama.cpp; llama2.c's is "
+    "\"temperature;top_p\")\n"
     "  --stop STR              stop before STR appears (repeatable)\n"
     "  -s, --seed S            random seed (default: from the clock; printed to stderr)\n"
     "  --no-echo               print only the continuation, not the prompt\n"
@@ -107,7 +110,8 @@ int cmd_generate(int argc, char **argv) {
         goto out;
     }
     if (!seed_given) sp.seed = (uint64_t)time(NULL);
-    if ((samplers && cm_sampler_parse_order(samplers, &sp) != CM_OK) || cm_sampler_params_validate(&sp) != CM_OK) {
+    if ((samplers && cm_sampler_parse_order(samplers, &sp) != CM_OK) ||
+        cm_sampler_params_validate(&sp) != CM_OK) {
         cli_fail_status();
         goto out;
     }
@@ -120,7 +124,8 @@ int cmd_generate(int argc, char **argv) {
         }
         prompt = file_prompt;
     }
-    if (cm_model_open(model_path, &m) != CM_OK || cm_model_tokenizer(m, tok_path, &tok, &owned_tok) != CM_OK) {
+    if (cm_model_open(model_path, &m) != CM_OK ||
+        cm_model_tokenizer(m, tok_path, &tok, &owned_tok) != CM_OK) {
         cli_fail_status();
         goto out;
     }
@@ -144,7 +149,8 @@ int cmd_generate(int argc, char **argv) {
         cli_fail_status();
         goto out;
     }
-    cm_generate_params gp = {.n_predict = n_predict, .stop = stops.items, .n_stop = stops.n, .echo_prompt = !no_echo};
+    cm_generate_params gp = {
+        .n_predict = n_predict, .stop = stops.items, .n_stop = stops.n, .echo_prompt = !no_echo};
     cm_generate_result res;
     if (cm_generate(m, tok, state, sampler, ids, (int)n_ids, &gp, write_text, NULL, &res) != CM_OK) {
         fputc('\n', stdout);
@@ -156,10 +162,11 @@ int cmd_generate(int argc, char **argv) {
         cli_fail("stdout: write failed");
         goto out;
     }
-    fprintf(stderr, "camelid: prompt %d tokens (%.1f tok/s), generated %d tokens (%.1f tok/s), stop: %s, seed %llu\n",
+    fprintf(stderr,
+            "camelid: prompt %d tokens (%.1f tok/s), generated %d tokens (%.1f tok/s), stop: %s, seed %llu\n",
             res.n_prompt, res.prompt_seconds > 0 ? res.n_prompt / res.prompt_seconds : 0.0, res.n_generated,
-            res.generate_seconds > 0 ? res.n_generated / res.generate_seconds : 0.0, cm_stop_reason_name(res.stop),
-            (unsigned long long)sp.seed);
+            res.generate_seconds > 0 ? res.n_generated / res.generate_seconds : 0.0,
+            cm_stop_reason_name(res.stop), (unsigned long long)sp.seed);
     status = 0;
 out:
     free(ids);

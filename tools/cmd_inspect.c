@@ -10,9 +10,11 @@
 static const char *help =
     "usage: camelid inspect PATH [options]\n"
     "\n"
-    "Show what PATH holds: a model (HF folder, .safetensors, .gguf, llama2.c .bin) — its config with defaults\n"
+    "Show what PATH holds: a model (HF folder, .safetensors, .gguf, llama2.c .bin) — its config with "
+    "defaults\n"
     "filled in, its tensor table (name, dtype, shape, bytes) and its tokenizer — or a tokenizer file\n"
-    "(tokenizer.model, tokenizer.bin, a vocabulary-only .gguf). It validates as a load would and fails the same\n"
+    "(tokenizer.model, tokenizer.bin, a vocabulary-only .gguf). It validates as a load would and fails the "
+    "same\n"
     "way on bad input.\n"
     "\n"
     "options:\n"
@@ -23,9 +25,12 @@ static const char *help =
 
 static const char *rope_scaling_name(cm_rope_scaling s) {
     switch (s) {
-    case CM_ROPE_SCALING_NONE: return "none";
-    case CM_ROPE_SCALING_LINEAR: return "linear";
-    case CM_ROPE_SCALING_LLAMA3: return "llama3";
+    case CM_ROPE_SCALING_NONE:
+        return "none";
+    case CM_ROPE_SCALING_LINEAR:
+        return "linear";
+    case CM_ROPE_SCALING_LLAMA3:
+        return "llama3";
     }
     return "?";
 }
@@ -34,7 +39,8 @@ static void print_tokenizer(const cm_tokenizer *t) {
     printf("tokenizer:\n");
     printf("  type                  SentencePiece BPE (byte fallback)\n");
     printf("  vocab_size            %d\n", cm_tokenizer_vocab_size(t));
-    printf("  bos / eos / unk       %d / %d / %d\n", cm_tokenizer_bos(t), cm_tokenizer_eos(t), cm_tokenizer_unk(t));
+    printf("  bos / eos / unk       %d / %d / %d\n", cm_tokenizer_bos(t), cm_tokenizer_eos(t),
+           cm_tokenizer_unk(t));
     printf("  add_bos               %s\n", cm_tokenizer_add_bos(t) ? "true" : "false");
     int n_byte = 0, n_control = 0;
     for (int i = 0; i < cm_tokenizer_vocab_size(t); i++) {
@@ -83,7 +89,8 @@ static void print_config(const cm_model *m) {
         printf(" (factor %g, low %g, high %g, original context %d)", c->rope_factor, c->rope_low_freq_factor,
                c->rope_high_freq_factor, c->rope_original_max_pos);
     printf("\n");
-    printf("  rope_layout           %s\n", c->rope_layout == CM_ROPE_HALF ? "rotate-half (HF)" : "interleaved");
+    printf("  rope_layout           %s\n",
+           c->rope_layout == CM_ROPE_HALF ? "rotate-half (HF)" : "interleaved");
     printf("  tie_embeddings        %s\n", c->tie_embeddings ? "true" : "false");
     printf("  bos_id                %d\n", c->bos_id);
     printf("  eos_ids              ");
@@ -171,8 +178,10 @@ int cmd_inspect(int argc, char **argv) {
         printf("tensors:\n");
         cm_model_visit_tensors(m, print_tensor, NULL);
     }
-    if (tok) print_tokenizer(tok);
-    else printf("tokenizer: none found (pass --tokenizer FILE)\n");
+    if (tok)
+        print_tokenizer(tok);
+    else
+        printf("tokenizer: none found (pass --tokenizer FILE)\n");
     cm_tokenizer_close(owned);
     cm_model_close(m);
     return 0;

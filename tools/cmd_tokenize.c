@@ -76,7 +76,8 @@ int cmd_tokenize(int argc, char **argv) {
     const char *extra = n_pos > 0 ? pos[0] : NULL;
     free(pos);
     if (rc != 0) return rc < 0 ? 1 : 0;
-    if (extra) return cli_fail("tokenize takes no positional argument (got \"%s\"); use --tokenizer and -f", extra);
+    if (extra)
+        return cli_fail("tokenize takes no positional argument (got \"%s\"); use --tokenizer and -f", extra);
     if (!tok_path) return cli_fail("tokenize needs --tokenizer FILE");
     cm_tokenizer *tok;
     if (cm_tokenizer_open(tok_path, 0, &tok) != CM_OK) return cli_fail_status();

@@ -22,15 +22,15 @@ typedef enum {
 #define CM_MAX_EOS 8
 
 typedef struct cm_config {
-    int dim;         /* hidden_size */
-    int hidden_dim;  /* intermediate_size */
-    int n_layers;    /* num_hidden_layers */
-    int n_heads;     /* num_attention_heads */
-    int n_kv_heads;  /* num_key_value_heads */
-    int head_dim;    /* dim / n_heads unless set */
-    int vocab_size;  /* rows of the embedding */
-    int seq_len;     /* max_position_embeddings */
-    float norm_eps;  /* rms_norm_eps */
+    int dim;        /* hidden_size */
+    int hidden_dim; /* intermediate_size */
+    int n_layers;   /* num_hidden_layers */
+    int n_heads;    /* num_attention_heads */
+    int n_kv_heads; /* num_key_value_heads */
+    int head_dim;   /* dim / n_heads unless set */
+    int vocab_size; /* rows of the embedding */
+    int seq_len;    /* max_position_embeddings */
+    float norm_eps; /* rms_norm_eps */
     float rope_theta;
     cm_rope_scaling rope_scaling;
     float rope_factor;          /* linear and llama3 */
@@ -50,8 +50,8 @@ void cm_config_defaults_hf(cm_config *c);
  * source (file) in the error. */
 cm_status cm_config_validate(const cm_config *c, const char *what);
 
-/* Parse an HF config.json text (LlamaForCausalLM / model_type "llama" or "mistral"); `path` names it in errors.
- * Sets rope_layout to CM_ROPE_HALF. Reads rope_theta / rope_scaling (v4) or rope_parameters (v5). */
+/* Parse an HF config.json text (LlamaForCausalLM / model_type "llama" or "mistral"); `path` names it in
+ * errors. Sets rope_layout to CM_ROPE_HALF. Reads rope_theta / rope_scaling (v4) or rope_parameters (v5). */
 cm_status cm_config_parse_hf_json(const char *json, size_t len, const char *path, cm_config *out);
 cm_status cm_config_load_hf(const char *config_json_path, cm_config *out);
 /* Render the config.json transformers needs (FACTS 1.2), with torch_dtype `torch_dtype` ("float32",

@@ -72,8 +72,8 @@ static inline uint16_t cm_f32_to_f16(float f) {
     if (absx >= 0x7f800000u) /* inf or nan */
         return (uint16_t)(sign | 0x7c00 | (absx > 0x7f800000u ? 0x200 | ((absx >> 13) & 0x3ff) : 0));
     if (absx >= 0x477ff000u) return (uint16_t)(sign | 0x7c00); /* rounds to >= 65520: inf */
-    if (absx < 0x38800000u) {                                    /* result is subnormal or zero */
-        if (absx < 0x33000000u) return (uint16_t)sign;           /* < 2^-25: rounds to 0 */
+    if (absx < 0x38800000u) {                                  /* result is subnormal or zero */
+        if (absx < 0x33000000u) return (uint16_t)sign;         /* < 2^-25: rounds to 0 */
         uint32_t e = absx >> 23, m = (absx & 0x7fffff) | 0x800000;
         uint32_t shift = 126 - e; /* 14..24 */
         uint32_t q = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);

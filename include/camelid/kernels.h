@@ -10,7 +10,8 @@
 
 /* y[t, r] = sum_c x[t, c] * W[r, c] for t < n, r < rows: a batch of n activations times W^T, W [rows, cols]
  * in dtype F32/F16/BF16. Rows are split across the pool's threads (pool may be NULL). */
-void cm_matmul(float *y, const float *x, int n, const void *w, cm_dtype wtype, int rows, int cols, cm_pool *pool);
+void cm_matmul(float *y, const float *x, int n, const void *w, cm_dtype wtype, int rows, int cols,
+               cm_pool *pool);
 /* The plain single-threaded reference of cm_matmul. */
 void cm_matmul_ref(float *y, const float *x, int n, const void *w, cm_dtype wtype, int rows, int cols);
 

@@ -71,9 +71,10 @@ cm_status cm_model_save_hf(const cm_model *m, const cm_tokenizer *tok, const cha
 cm_status cm_model_save_gguf(const cm_model *m, const cm_tokenizer *tok, const char *path, cm_dtype dtype);
 
 /* The tokenizer to use with `m`: the file or folder `path` if given, else the one `m` carries, else a
- * tokenizer.model or tokenizer.bin beside the model file. Fails if none is found or if its vocabulary does not
- * fit the model's. `*owned` receives a tokenizer the caller must close (NULL when `*tok` is m's own). */
-cm_status cm_model_tokenizer(const cm_model *m, const char *path, const cm_tokenizer **tok, cm_tokenizer **owned);
+ * tokenizer.model or tokenizer.bin beside the model file. Fails if none is found or if its vocabulary does
+ * not fit the model's. `*owned` receives a tokenizer the caller must close (NULL when `*tok` is m's own). */
+cm_status cm_model_tokenizer(const cm_model *m, const char *path, const cm_tokenizer **tok,
+                             cm_tokenizer **owned);
 
 /* Every tensor of the model as stored in its file(s): name, dtype (with the format's own type name, e.g.
  * GGUF "Q8_0"), row-major shape and bytes. The callback returns nonzero to stop. */

@@ -32,8 +32,8 @@ cm_status cm_safetensors_writer_set_metadata(cm_safetensors_writer *w, const cha
 cm_status cm_safetensors_writer_add(cm_safetensors_writer *w, const char *name, cm_dtype dtype, int ndim,
                                     const int64_t *shape, const void *data, size_t nbytes);
 /* Same, but the writer takes ownership of `data` (malloc'd) and frees it. */
-cm_status cm_safetensors_writer_add_owned(cm_safetensors_writer *w, const char *name, cm_dtype dtype, int ndim,
-                                          const int64_t *shape, void *data, size_t nbytes);
+cm_status cm_safetensors_writer_add_owned(cm_safetensors_writer *w, const char *name, cm_dtype dtype,
+                                          int ndim, const int64_t *shape, void *data, size_t nbytes);
 /* Writes header ("format": "pt" unless set otherwise) and data; frees w in all cases. */
 cm_status cm_safetensors_writer_commit(cm_safetensors_writer *w);
 void cm_safetensors_writer_abort(cm_safetensors_writer *w);

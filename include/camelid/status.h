@@ -25,8 +25,12 @@ void cm_clear_error(void);
 const char *cm_status_name(cm_status code);
 
 /* Overflow-checked size arithmetic: return 0 on success, nonzero on overflow. */
-static inline int cm_mul_size(size_t a, size_t b, size_t *out) { return __builtin_mul_overflow(a, b, out); }
-static inline int cm_add_size(size_t a, size_t b, size_t *out) { return __builtin_add_overflow(a, b, out); }
+static inline int cm_mul_size(size_t a, size_t b, size_t *out) {
+    return __builtin_mul_overflow(a, b, out);
+}
+static inline int cm_add_size(size_t a, size_t b, size_t *out) {
+    return __builtin_add_overflow(a, b, out);
+}
 
 #define CM_TRY(expr)                                                                                         \
     do {                                                                                                     \

@@ -1,6 +1,6 @@
 /* A tensor view: a name, an element type, a row-major shape (outermost dimension first, as PyTorch and
- * safetensors write it; GGUF's ne[] is reversed into this order) and a pointer to its bytes. A view never owns
- * its data: the file or model it came from does. */
+ * safetensors write it; GGUF's ne[] is reversed into this order) and a pointer to its bytes. A view never
+ * owns its data: the file or model it came from does. */
 #ifndef CAMELID_TENSOR_H
 #define CAMELID_TENSOR_H
 

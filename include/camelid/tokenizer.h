@@ -26,9 +26,9 @@ typedef enum {
 typedef struct cm_tokenizer cm_tokenizer;
 struct cm_gguf;
 
-/* Open a tokenizer from a file (tokenizer.model, tokenizer.bin / *.bin in llama2.c format, *.gguf) or a folder
- * holding tokenizer.model. For llama2.c files, which carry no vocab size, `vocab_size_hint` > 0 gives it
- * (otherwise tokens are read to the end of the file). */
+/* Open a tokenizer from a file (tokenizer.model, tokenizer.bin / *.bin in llama2.c format, *.gguf) or a
+ * folder holding tokenizer.model. For llama2.c files, which carry no vocab size, `vocab_size_hint` > 0 gives
+ * it (otherwise tokens are read to the end of the file). */
 cm_status cm_tokenizer_open(const char *path, int vocab_size_hint, cm_tokenizer **out);
 /* Parse a caller-owned buffer in a given format ("model" protobuf or "llama2c"); `name` is used in errors.
  * Drives the fuzz targets. */
@@ -71,8 +71,8 @@ cm_status cm_tokenizer_encode(const cm_tokenizer *t, const char *text, size_t le
  * invalid (sentencepiece would substitute U+FFFD). */
 typedef struct cm_detokenizer {
     const cm_tokenizer *tok;
-    int prev;             /* previous id, -1 at start */
-    bool at_start;        /* no text emitted yet */
+    int prev;      /* previous id, -1 at start */
+    bool at_start; /* no text emitted yet */
     unsigned char pending[8];
     int n_pending;
 } cm_detokenizer;

@@ -130,7 +130,9 @@ cm_status cm_atomic_open(const char *path, cm_atomic_file **out) {
     return CM_OK;
 }
 
-FILE *cm_atomic_stream(cm_atomic_file *f) { return f->stream; }
+FILE *cm_atomic_stream(cm_atomic_file *f) {
+    return f->stream;
+}
 
 cm_status cm_atomic_write(cm_atomic_file *f, const void *data, size_t size) {
     if (size && fwrite(data, 1, size, f->stream) != size)

@@ -104,7 +104,9 @@ void cm_pool_close(cm_pool *p) {
     free(p);
 }
 
-int cm_pool_size(const cm_pool *p) { return p ? p->n : 1; }
+int cm_pool_size(const cm_pool *p) {
+    return p ? p->n : 1;
+}
 
 void cm_pool_run(cm_pool *p, cm_pool_fn fn, void *arg) {
     if (!p || p->n == 1) {

@@ -35,19 +35,30 @@ cm_status cm_error_prefix(cm_status code, const char *fmt, ...) {
     return code;
 }
 
-const char *cm_last_error(void) { return error_message; }
+const char *cm_last_error(void) {
+    return error_message;
+}
 
-void cm_clear_error(void) { error_message[0] = 0; }
+void cm_clear_error(void) {
+    error_message[0] = 0;
+}
 
 const char *cm_status_name(cm_status code) {
     switch (code) {
-    case CM_OK: return "ok";
-    case CM_ERR_IO: return "I/O error";
-    case CM_ERR_FORMAT: return "format error";
-    case CM_ERR_NOMEM: return "out of memory";
-    case CM_ERR_ARG: return "invalid argument";
-    case CM_ERR_UNSUPPORTED: return "unsupported";
-    case CM_ERR_NOT_FOUND: return "not found";
+    case CM_OK:
+        return "ok";
+    case CM_ERR_IO:
+        return "I/O error";
+    case CM_ERR_FORMAT:
+        return "format error";
+    case CM_ERR_NOMEM:
+        return "out of memory";
+    case CM_ERR_ARG:
+        return "invalid argument";
+    case CM_ERR_UNSUPPORTED:
+        return "unsupported";
+    case CM_ERR_NOT_FOUND:
+        return "not found";
     }
     return "unknown error";
 }

@@ -10,7 +10,9 @@
 #include "camelid/gguf.h"
 #include "model/model_internal.h"
 
-static const cm_tensor *gguf_lookup(void *ctx, const char *name) { return cm_gguf_find_tensor(ctx, name); }
+static const cm_tensor *gguf_lookup(void *ctx, const char *name) {
+    return cm_gguf_find_tensor(ctx, name);
+}
 
 /* Read an optional integer key `<arch>.<suffix>`; keeps *out when absent. */
 static cm_status opt_u32(const cm_gguf *g, const char *arch, const char *suffix, int *out) {
@@ -19,7 +21,8 @@ static cm_status opt_u32(const cm_gguf *g, const char *arch, const char *suffix,
     if (cm_gguf_find(g, key) < 0) return CM_OK;
     uint32_t v;
     CM_TRY(cm_gguf_get_u32(g, key, &v));
-    if (v > (uint32_t)INT32_MAX) return cm_error(CM_ERR_FORMAT, "%s: key %s = %u is too large", cm_gguf_path(g), key, v);
+    if (v > (uint32_t)INT32_MAX)
+        return cm_error(CM_ERR_FORMAT, "%s: key %s = %u is too large", cm_gguf_path(g), key, v);
     *out = (int)v;
     return CM_OK;
 }
@@ -49,7 +52,8 @@ static cm_status read_config(const cm_gguf *g, cm_config *c) {
     memcpy(arch, arch_s, arch_len);
     arch[arch_len] = 0;
     if (strcmp(arch, "llama") != 0)
-        return cm_error(CM_ERR_UNSUPPORTED, "%s: architecture \"%s\" is not supported (only llama)", path, arch);
+        return cm_error(CM_ERR_UNSUPPORTED, "%s: architecture \"%s\" is not supported (only llama)", path,
+                        arch);
     memset(c, 0, sizeof *c);
     c->norm_eps = 1e-5f;
     c->rope_theta = 10000.0f;
@@ -69,8 +73,10 @@ static cm_status read_config(const cm_gguf *g, cm_config *c) {
     int rope_dims = c->head_dim;
     CM_TRY(opt_u32(g, arch, "rope.dimension_count", &rope_dims));
     if (rope_dims != c->head_dim)
-        return cm_error(CM_ERR_UNSUPPORTED, "%s: %s.rope.dimension_count %d differs from the head size %d (partial "
-                        "rotary embeddings are not supported)", path, arch, rope_dims, c->head_dim);
+        return cm_error(CM_ERR_UNSUPPORTED,
+                        "%s: %s.rope.dimension_count %d differs from the head size %d (partial "
+                        "rotary embeddings are not supported)",
+                        path, arch, rope_dims, c->head_dim);
     char key[160];
     snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
     if (cm_gguf_find(g, key) >= 0) {
@@ -139,18 +145,22 @@ cm_status cm_model_open_gguf(const char *path, cm_model **out) {
     if ((st = cm_model_keep_gguf(m, g)) != CM_OK) goto fail;
     if ((st = read_config(g, &m->cfg)) != CM_OK) goto fail;
     if (cm_gguf_tensor_count(g) == 0) {
-        st = cm_error(CM_ERR_FORMAT, "%s: the file holds no tensors (a vocabulary-only GGUF is a tokenizer, not a "
-                      "model)", path);
+        st = cm_error(CM_ERR_FORMAT,
+                      "%s: the file holds no tensors (a vocabulary-only GGUF is a tokenizer, not a "
+                      "model)",
+                      path);
         goto fail;
     }
     if ((st = cm_model_bind(m, &cm_names_gguf, gguf_lookup, g, path)) != CM_OK) goto fail;
     const cm_tensor *rf = cm_gguf_find_tensor(g, "rope_freqs.weight");
     if (rf && m->cfg.rope_scaling != CM_ROPE_SCALING_LLAMA3) {
         if (!(rf->ndim == 1 && rf->shape[0] == m->cfg.head_dim / 2 && cm_dtype_is_float(rf->dtype))) {
-            st = cm_error(CM_ERR_FORMAT, "%s: rope_freqs.weight must be a float vector of %d", path, m->cfg.head_dim / 2);
+            st = cm_error(CM_ERR_FORMAT, "%s: rope_freqs.weight must be a float vector of %d", path,
+                          m->cfg.head_dim / 2);
             goto fail;
         }
-        if ((st = cm_model_f32_copy(m, rf->data, rf->dtype, (size_t)rf->shape[0], &m->rope_freq_factors)) != CM_OK)
+        if ((st = cm_model_f32_copy(m, rf->data, rf->dtype, (size_t)rf->shape[0], &m->rope_freq_factors)) !=
+            CM_OK)
             goto fail;
     }
     st = cm_tokenizer_from_gguf(g, &m->tokenizer);
@@ -182,7 +192,9 @@ static cm_status add_f32_vector(cm_gguf_writer *w, const char *name, const float
     return cm_gguf_writer_add_tensor(w, name, CM_DTYPE_F32, 1, shape, v, (size_t)n * sizeof(float));
 }
 
-static uint32_t file_type_of(cm_dtype t) { return t == CM_DTYPE_F16 ? 1 : t == CM_DTYPE_BF16 ? 32 : 0; }
+static uint32_t file_type_of(cm_dtype t) {
+    return t == CM_DTYPE_F16 ? 1 : t == CM_DTYPE_BF16 ? 32 : 0;
+}
 
 cm_status cm_model_save_gguf(const cm_model *m, const cm_tokenizer *tok, const char *path, cm_dtype dtype) {
     const cm_config *c = &m->cfg;
@@ -198,7 +210,8 @@ cm_status cm_model_save_gguf(const cm_model *m, const cm_tokenizer *tok, const c
     } while (0)
     TRY(cm_gguf_writer_set_str(w, "general.architecture", "llama"));
     TRY(cm_gguf_writer_set_str(w, "general.name", "camelid export"));
-    TRY(cm_gguf_writer_set_u32(w, "general.file_type", file_type_of(dtype == CM_DTYPE_COUNT ? m->tok_embd.dtype : dtype)));
+    TRY(cm_gguf_writer_set_u32(w, "general.file_type",
+                               file_type_of(dtype == CM_DTYPE_COUNT ? m->tok_embd.dtype : dtype)));
     TRY(cm_gguf_writer_set_u32(w, "llama.vocab_size", (uint32_t)c->vocab_size));
     TRY(cm_gguf_writer_set_u32(w, "llama.context_length", (uint32_t)c->seq_len));
     TRY(cm_gguf_writer_set_u32(w, "llama.embedding_length", (uint32_t)c->dim));

@@ -92,16 +92,20 @@ static cm_status open_shards(cm_model *m, const char *dir, const char *single_fi
     cm_status st = CM_OK;
     if (single_file) {
         files = calloc(1, sizeof *files);
-        if (files && (files[0] = strdup(single_file))) n_files = 1;
-        else st = cm_error(CM_ERR_NOMEM, "out of memory");
+        if (files && (files[0] = strdup(single_file)))
+            n_files = 1;
+        else
+            st = cm_error(CM_ERR_NOMEM, "out of memory");
     } else if (cm_path_exists(index)) {
         st = read_index(index, &files, &n_files);
     } else {
         char *single = cm_path_join(dir, "model.safetensors");
         if (single && cm_path_exists(single)) {
             files = calloc(1, sizeof *files);
-            if (files && (files[0] = strdup("model.safetensors"))) n_files = 1;
-            else st = cm_error(CM_ERR_NOMEM, "out of memory");
+            if (files && (files[0] = strdup("model.safetensors")))
+                n_files = 1;
+            else
+                st = cm_error(CM_ERR_NOMEM, "out of memory");
         } else {
             st = cm_error(CM_ERR_NOT_FOUND, "%s: no model.safetensors or model.safetensors.index.json", dir);
         }
@@ -115,8 +119,10 @@ static cm_status open_shards(cm_model *m, const char *dir, const char *single_fi
     for (size_t i = 0; st == CM_OK && i < n_files; i++) {
         char *path = single_file ? strdup(files[i]) : cm_path_join(dir, files[i]);
         cm_safetensors *sf;
-        if (!path) st = cm_error(CM_ERR_NOMEM, "out of memory");
-        else if ((st = cm_safetensors_open(path, &sf)) == CM_OK && (st = cm_model_keep_safetensors(m, sf)) == CM_OK)
+        if (!path)
+            st = cm_error(CM_ERR_NOMEM, "out of memory");
+        else if ((st = cm_safetensors_open(path, &sf)) == CM_OK &&
+                 (st = cm_model_keep_safetensors(m, sf)) == CM_OK)
             set->shards[set->n++] = sf;
         free(path);
     }
@@ -137,7 +143,8 @@ cm_status cm_model_open_hf(const char *path, cm_model **out) {
     shard_set set = {0};
     cm_status st;
     if (!cm_path_exists(config_path)) {
-        st = cm_error(CM_ERR_NOT_FOUND, "%s: no config.json %s", path, is_dir ? "in the folder" : "beside the file");
+        st = cm_error(CM_ERR_NOT_FOUND, "%s: no config.json %s", path,
+                      is_dir ? "in the folder" : "beside the file");
         goto fail;
     }
     if ((st = cm_model_alloc(&m, path, is_dir ? CM_FORMAT_HF : CM_FORMAT_SAFETENSORS)) != CM_OK) goto fail;
@@ -146,7 +153,8 @@ cm_status cm_model_open_hf(const char *path, cm_model **out) {
     /* a tied model may still store lm_head; an untied one must */
     if ((st = cm_model_bind(m, &cm_names_hf, shard_lookup, &set, path)) != CM_OK) goto fail;
     char *tok_path = cm_path_join(dir, "tokenizer.model");
-    if (tok_path && cm_path_exists(tok_path)) st = cm_tokenizer_open(tok_path, m->cfg.vocab_size, &m->tokenizer);
+    if (tok_path && cm_path_exists(tok_path))
+        st = cm_tokenizer_open(tok_path, m->cfg.vocab_size, &m->tokenizer);
     free(tok_path);
     if (st != CM_OK) goto fail;
     free(set.shards);
@@ -176,7 +184,8 @@ static cm_status add_weight(cm_safetensors_writer *w, const char *name, const cm
     return cm_safetensors_writer_add(w, name, out, 2, shape, data, nbytes);
 }
 
-static cm_status add_norm(cm_safetensors_writer *w, const char *name, const float *v, int dim, cm_dtype dtype) {
+static cm_status add_norm(cm_safetensors_writer *w, const char *name, const float *v, int dim,
+                          cm_dtype dtype) {
     size_t nbytes = (size_t)dim * cm_dtype_block_bytes(dtype);
     void *buf = malloc(nbytes);
     if (!buf) return cm_error(CM_ERR_NOMEM, "out of memory");
@@ -190,7 +199,8 @@ static cm_status write_json(const char *dir, const char *name, json_t *obj) {
     json_decref(obj);
     char *path = cm_path_join(dir, name);
     cm_status st = CM_OK;
-    if (!text || !path) st = cm_error(CM_ERR_NOMEM, "out of memory");
+    if (!text || !path)
+        st = cm_error(CM_ERR_NOMEM, "out of memory");
     else {
         size_t n = strlen(text);
         text[n] = '\n';
@@ -251,10 +261,11 @@ static cm_status llama3_from_factors(const cm_model *m, cm_config *c) {
         double base = 1.0 / pow((double)c->rope_theta, (double)(2 * i) / c->head_dim);
         double factor = base / cm_config_rope_inv_freq(&guess, i);
         if (fabs(factor - m->rope_freq_factors[i]) > 1e-3 * factor)
-            return cm_error(CM_ERR_UNSUPPORTED,
-                            "%s: rope_freqs.weight does not match llama3 scaling (factor %g, 1, 4, 8192), and "
-                            "config.json has no other way to express it",
-                            m->path, max);
+            return cm_error(
+                CM_ERR_UNSUPPORTED,
+                "%s: rope_freqs.weight does not match llama3 scaling (factor %g, 1, 4, 8192), and "
+                "config.json has no other way to express it",
+                m->path, max);
     }
     *c = guess;
     return CM_OK;
@@ -280,7 +291,8 @@ cm_status cm_model_save_hf(const cm_model *m, const cm_tokenizer *tok, const cha
 
     json_t *gen = json_object();
     if (c->bos_id >= 0) json_object_set_new(gen, "bos_token_id", json_integer(c->bos_id));
-    if (c->n_eos == 1) json_object_set_new(gen, "eos_token_id", json_integer(c->eos_ids[0]));
+    if (c->n_eos == 1)
+        json_object_set_new(gen, "eos_token_id", json_integer(c->eos_ids[0]));
     else if (c->n_eos > 1) {
         json_t *arr = json_array();
         for (int i = 0; i < c->n_eos; i++) json_array_append_new(arr, json_integer(c->eos_ids[i]));
@@ -301,7 +313,8 @@ cm_status cm_model_save_hf(const cm_model *m, const cm_tokenizer *tok, const cha
         const cm_layer *L = &m->layers[l];
 #define N(fmt) (snprintf(name, sizeof name, fmt, l), name)
         if (st == CM_OK) st = add_norm(w, N(cm_names_hf.attn_norm), L->attn_norm, c->dim, main_dtype);
-        if (st == CM_OK) st = add_weight(w, N(cm_names_hf.wq), &L->wq, dtype, permute ? c->n_heads : 0, c->head_dim);
+        if (st == CM_OK)
+            st = add_weight(w, N(cm_names_hf.wq), &L->wq, dtype, permute ? c->n_heads : 0, c->head_dim);
         if (st == CM_OK)
             st = add_weight(w, N(cm_names_hf.wk), &L->wk, dtype, permute ? c->n_kv_heads : 0, c->head_dim);
         if (st == CM_OK) st = add_weight(w, N(cm_names_hf.wv), &L->wv, dtype, 0, 0);

@@ -35,13 +35,15 @@ static cm_weight weight_at(const float *p, int64_t rows, int64_t cols) {
 
 /* Element counts of the checkpoint's sections; returns 0 on overflow. */
 static int section_floats(const cm_config *c, bool shared, int version, size_t *total) {
-    size_t dim = (size_t)c->dim, hid = (size_t)c->hidden_dim, L = (size_t)c->n_layers, V = (size_t)c->vocab_size;
-    size_t kv_dim = (size_t)c->n_kv_heads * (size_t)c->head_dim, hs = (size_t)c->head_dim, T = (size_t)c->seq_len;
+    size_t dim = (size_t)c->dim, hid = (size_t)c->hidden_dim, L = (size_t)c->n_layers,
+           V = (size_t)c->vocab_size;
+    size_t kv_dim = (size_t)c->n_kv_heads * (size_t)c->head_dim, hs = (size_t)c->head_dim,
+           T = (size_t)c->seq_len;
     size_t parts[16], np = 0, t;
-    if (cm_mul_size(V, dim, &parts[np++])) return 0;            /* tok_emb */
-    if (cm_mul_size(L, dim, &parts[np++])) return 0;            /* rms_att */
-    if (cm_mul_size(L, dim, &parts[np++])) return 0;            /* rms_ffn */
-    parts[np++] = dim;                                          /* rms_final */
+    if (cm_mul_size(V, dim, &parts[np++])) return 0; /* tok_emb */
+    if (cm_mul_size(L, dim, &parts[np++])) return 0; /* rms_att */
+    if (cm_mul_size(L, dim, &parts[np++])) return 0; /* rms_ffn */
+    parts[np++] = dim;                               /* rms_final */
     if (cm_mul_size(dim, dim, &t) || cm_mul_size(L, t, &t)) return 0;
     parts[np++] = t; /* wq */
     parts[np++] = t; /* wo */
@@ -82,7 +84,8 @@ cm_status cm_model_parse_llama2c(const void *data, size_t size, const char *name
         h = bytes + 8;
         header = LLAMA2C_V1_HEADER;
     } else if (size < 28) {
-        return cm_error(CM_ERR_FORMAT, "%s: %zu bytes is too small for a llama2.c header (28 bytes)", name, size);
+        return cm_error(CM_ERR_FORMAT, "%s: %zu bytes is too small for a llama2.c header (28 bytes)", name,
+                        size);
     }
     int32_t dim = read_i32(h), hidden = read_i32(h + 4), layers = read_i32(h + 8), heads = read_i32(h + 12),
             kv_heads = read_i32(h + 16), vocab = read_i32(h + 20), seq_len = read_i32(h + 24);
@@ -116,11 +119,12 @@ cm_status cm_model_parse_llama2c(const void *data, size_t size, const char *name
         cm_add_size(need, header, &need))
         return cm_error(CM_ERR_FORMAT, "%s: header sizes overflow", name);
     if (size != need)
-        return cm_error(CM_ERR_FORMAT,
-                        "%s: file is %zu bytes but the header (dim %d, hidden %d, layers %d, heads %d, kv heads %d, "
-                        "vocab %d, seq_len %d, %s classifier) needs exactly %zu",
-                        name, size, dim, hidden, layers, heads, kv_heads, vocab, seq_len,
-                        shared ? "shared" : "separate", need);
+        return cm_error(
+            CM_ERR_FORMAT,
+            "%s: file is %zu bytes but the header (dim %d, hidden %d, layers %d, heads %d, kv heads %d, "
+            "vocab %d, seq_len %d, %s classifier) needs exactly %zu",
+            name, size, dim, hidden, layers, heads, kv_heads, vocab, seq_len, shared ? "shared" : "separate",
+            need);
 
     cm_model *m;
     CM_TRY(cm_model_alloc(&m, name, CM_FORMAT_LLAMA2C));

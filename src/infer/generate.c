@@ -6,11 +6,16 @@
 
 const char *cm_stop_reason_name(cm_stop_reason r) {
     switch (r) {
-    case CM_STOP_LENGTH: return "length";
-    case CM_STOP_EOS: return "eos";
-    case CM_STOP_STRING: return "stop string";
-    case CM_STOP_CONTEXT: return "context full";
-    case CM_STOP_CALLER: return "caller";
+    case CM_STOP_LENGTH:
+        return "length";
+    case CM_STOP_EOS:
+        return "eos";
+    case CM_STOP_STRING:
+        return "stop string";
+    case CM_STOP_CONTEXT:
+        return "context full";
+    case CM_STOP_CALLER:
+        return "caller";
     }
     return "?";
 }
@@ -88,8 +93,8 @@ cm_status cm_generate(const cm_model *m, const cm_tokenizer *tok, cm_state *stat
     int ctx = cm_state_ctx_len(state), vocab = m->cfg.vocab_size;
     if (n_prompt <= 0) return cm_error(CM_ERR_ARG, "generate: the prompt is empty (not even BOS)");
     if (n_prompt > ctx)
-        return cm_error(CM_ERR_ARG, "generate: the prompt is %d tokens, longer than the context of %d", n_prompt,
-                        ctx);
+        return cm_error(CM_ERR_ARG, "generate: the prompt is %d tokens, longer than the context of %d",
+                        n_prompt, ctx);
     int max_new = gp->n_predict < 0 ? ctx : gp->n_predict;
     int32_t *history = malloc((size_t)(n_prompt + max_new + 1) * sizeof *history);
     float *logits = malloc((size_t)vocab * sizeof *logits);

@@ -38,10 +38,14 @@ cm_status cm_sampler_parse_order(const char *text, cm_sampler_params *p) {
     static const struct {
         const char *name;
         cm_sample_stage stage;
-    } names[] = {{"top_k", CM_SAMPLE_TOP_K},     {"top-k", CM_SAMPLE_TOP_K},
-                 {"top_p", CM_SAMPLE_TOP_P},     {"top-p", CM_SAMPLE_TOP_P},
-                 {"min_p", CM_SAMPLE_MIN_P},     {"min-p", CM_SAMPLE_MIN_P},
-                 {"temperature", CM_SAMPLE_TEMPERATURE}, {"temp", CM_SAMPLE_TEMPERATURE}};
+    } names[] = {{"top_k", CM_SAMPLE_TOP_K},
+                 {"top-k", CM_SAMPLE_TOP_K},
+                 {"top_p", CM_SAMPLE_TOP_P},
+                 {"top-p", CM_SAMPLE_TOP_P},
+                 {"min_p", CM_SAMPLE_MIN_P},
+                 {"min-p", CM_SAMPLE_MIN_P},
+                 {"temperature", CM_SAMPLE_TEMPERATURE},
+                 {"temp", CM_SAMPLE_TEMPERATURE}};
     int n = 0;
     const char *s = text;
     while (*s) {
@@ -82,7 +86,9 @@ static uint32_t rng_u32(uint64_t *state) {
     return (uint32_t)((*state * 0x2545F4914F6CDD1Dull) >> 32);
 }
 
-float cm_rng_f32(uint64_t *state) { return (float)(rng_u32(state) >> 8) / 16777216.0f; }
+float cm_rng_f32(uint64_t *state) {
+    return (float)(rng_u32(state) >> 8) / 16777216.0f;
+}
 
 cm_status cm_sampler_open(const cm_sampler_params *p, int vocab_size, cm_sampler **out) {
     *out = NULL;
@@ -150,8 +156,8 @@ static void candidate_softmax(candidate *c, int n) {
 typedef struct {
     candidate *c;
     int n;
-    bool sorted;   /* c[0..n) by descending logit */
-    bool p_valid;  /* .p proportional to softmax of the current logits */
+    bool sorted;  /* c[0..n) by descending logit */
+    bool p_valid; /* .p proportional to softmax of the current logits */
 } candidates;
 
 static void ensure_sorted(candidates *cs) {

@@ -85,7 +85,8 @@ static void matmul_worker(void *arg, int thread, int n_threads) {
     free(rowbuf);
 }
 
-void cm_matmul(float *y, const float *x, int n, const void *w, cm_dtype wtype, int rows, int cols, cm_pool *pool) {
+void cm_matmul(float *y, const float *x, int n, const void *w, cm_dtype wtype, int rows, int cols,
+               cm_pool *pool) {
     matmul_job job = {y, x, n, rows, cols, w, wtype};
     /* small problems are not worth waking threads for */
     if ((size_t)rows * cols * n < 16384) pool = NULL;

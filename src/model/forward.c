@@ -50,7 +50,9 @@ void cm_state_close(cm_state *s) {
     free(s);
 }
 
-int cm_state_ctx_len(const cm_state *s) { return s->ctx_len; }
+int cm_state_ctx_len(const cm_state *s) {
+    return s->ctx_len;
+}
 
 cm_status cm_state_set_threads(cm_state *s, int n_threads) {
     if (n_threads < 1) n_threads = 1;
@@ -174,7 +176,8 @@ static void attention_worker(void *arg, int thread, int n_threads) {
     for (int job = thread; job < j->n * c->n_heads; job += n_threads) {
         int t = job / c->n_heads, h = job % c->n_heads, kvh = h / group, p = j->pos + t;
         const float *q = s->q + (size_t)t * s->q_dim + (size_t)h * hd;
-        for (int k = 0; k <= p; k++) att[k] = cm_dot_f32(q, kc + (size_t)k * s->kv_dim + (size_t)kvh * hd, hd) * scale;
+        for (int k = 0; k <= p; k++)
+            att[k] = cm_dot_f32(q, kc + (size_t)k * s->kv_dim + (size_t)kvh * hd, hd) * scale;
         cm_softmax(att, p + 1);
         float *o = s->att_out + (size_t)t * s->q_dim + (size_t)h * hd;
         memset(o, 0, (size_t)hd * sizeof(float));
@@ -212,7 +215,8 @@ static cm_status forward_batch(const cm_model *m, cm_state *s, const int32_t *to
         float *kc = s->key_cache + (size_t)l * s->ctx_len * s->kv_dim;
         float *vc = s->value_cache + (size_t)l * s->ctx_len * s->kv_dim;
         for (int t = 0; t < n; t++) {
-            const float *cs = s->rope_cos + (size_t)(pos + t) * half, *sn = s->rope_sin + (size_t)(pos + t) * half;
+            const float *cs = s->rope_cos + (size_t)(pos + t) * half,
+                        *sn = s->rope_sin + (size_t)(pos + t) * half;
             rope_apply(s->q + (size_t)t * s->q_dim, c->n_heads, c->head_dim, cs, sn, c->rope_layout);
             rope_apply(s->k + (size_t)t * s->kv_dim, c->n_kv_heads, c->head_dim, cs, sn, c->rope_layout);
             memcpy(kc + (size_t)(pos + t) * s->kv_dim, s->k + (size_t)t * s->kv_dim, (size_t)s->kv_dim * 4);
@@ -254,8 +258,10 @@ cm_status cm_forward(const cm_model *m, cm_state *s, const int32_t *tokens, int 
         int chunk = n - done < s->max_batch ? n - done : s->max_batch;
         bool last = done + chunk == n;
         float *out = NULL;
-        if (all_logits) out = logits + (size_t)done * c->vocab_size;
-        else if (last) out = logits;
+        if (all_logits)
+            out = logits + (size_t)done * c->vocab_size;
+        else if (last)
+            out = logits;
         CM_TRY(forward_batch(m, s, tokens + done, chunk, pos + done, out, all_logits));
     }
     return CM_OK;

@@ -51,10 +51,14 @@ const cm_tensor_names cm_names_gguf = {
 
 const char *cm_model_format_name(cm_model_format f) {
     switch (f) {
-    case CM_FORMAT_LLAMA2C: return "llama2.c";
-    case CM_FORMAT_GGUF: return "GGUF";
-    case CM_FORMAT_HF: return "Hugging Face folder";
-    case CM_FORMAT_SAFETENSORS: return "safetensors";
+    case CM_FORMAT_LLAMA2C:
+        return "llama2.c";
+    case CM_FORMAT_GGUF:
+        return "GGUF";
+    case CM_FORMAT_HF:
+        return "Hugging Face folder";
+    case CM_FORMAT_SAFETENSORS:
+        return "safetensors";
     }
     return "?";
 }
@@ -121,9 +125,13 @@ cm_status cm_model_keep(cm_model *m, void *buffer) {
         return CM_OK;                                                                                        \
     } while (0)
 
-cm_status cm_model_keep_mmap(cm_model *m, cm_mmap *map) { KEEP_IN(m->storage->maps, m->storage->n_maps, map, cm_mmap_close); }
+cm_status cm_model_keep_mmap(cm_model *m, cm_mmap *map) {
+    KEEP_IN(m->storage->maps, m->storage->n_maps, map, cm_mmap_close);
+}
 
-cm_status cm_model_keep_gguf(cm_model *m, cm_gguf *g) { KEEP_IN(m->storage->ggufs, m->storage->n_ggufs, g, cm_gguf_close); }
+cm_status cm_model_keep_gguf(cm_model *m, cm_gguf *g) {
+    KEEP_IN(m->storage->ggufs, m->storage->n_ggufs, g, cm_gguf_close);
+}
 
 cm_status cm_model_keep_safetensors(cm_model *m, cm_safetensors *st) {
     KEEP_IN(m->storage->sts, m->storage->n_sts, st, cm_safetensors_close);
@@ -138,7 +146,8 @@ cm_status cm_model_f32_copy(cm_model *m, const void *data, cm_dtype dtype, size_
     return CM_OK;
 }
 
-void cm_permute_qk_rows(const void *src, void *dst, int n_heads, int head_dim, size_t row_bytes, bool to_half) {
+void cm_permute_qk_rows(const void *src, void *dst, int n_heads, int head_dim, size_t row_bytes,
+                        bool to_half) {
     const char *s = src;
     char *d = dst;
     int half = head_dim / 2;
@@ -146,7 +155,7 @@ void cm_permute_qk_rows(const void *src, void *dst, int n_heads, int head_dim, s
         size_t base = (size_t)h * head_dim;
         for (int p = 0; p < half; p++) {
             size_t inter0 = base + 2 * p, inter1 = base + 2 * p + 1; /* interleaved (Meta) rows */
-            size_t half0 = base + p, half1 = base + half + p;         /* rotate-half (HF) rows */
+            size_t half0 = base + p, half1 = base + half + p;        /* rotate-half (HF) rows */
             if (to_half) {
                 memcpy(d + half0 * row_bytes, s + inter0 * row_bytes, row_bytes);
                 memcpy(d + half1 * row_bytes, s + inter1 * row_bytes, row_bytes);
@@ -174,8 +183,9 @@ static cm_status bind_tensor(cm_tensor_lookup lookup, void *ctx, const char *nam
     *out = t;
     if (!t) return cm_error(CM_ERR_NOT_FOUND, "%s: required tensor \"%s\" is missing", what, name);
     if (!cm_dtype_is_float(t->dtype))
-        return cm_error(CM_ERR_UNSUPPORTED, "%s: tensor \"%s\" has dtype %s; only F32, F16 and BF16 are supported",
-                        what, name, cm_dtype_name(t->dtype));
+        return cm_error(CM_ERR_UNSUPPORTED,
+                        "%s: tensor \"%s\" has dtype %s; only F32, F16 and BF16 are supported", what, name,
+                        cm_dtype_name(t->dtype));
     char buf[128];
     if (cols == 0) {
         if (!(t->ndim == 1 && t->shape[0] == rows))
@@ -213,8 +223,8 @@ static cm_status align_weight(cm_model *m, cm_weight *w) {
     return CM_OK;
 }
 
-static cm_status bind_norm(cm_model *m, cm_tensor_lookup lookup, void *ctx, const char *name, const char *what,
-                           const float **out) {
+static cm_status bind_norm(cm_model *m, cm_tensor_lookup lookup, void *ctx, const char *name,
+                           const char *what, const float **out) {
     const cm_tensor *t;
     CM_TRY(bind_tensor(lookup, ctx, name, m->cfg.dim, 0, what, &t));
     return cm_model_f32_copy(m, t->data, t->dtype, (size_t)m->cfg.dim, out);
@@ -223,7 +233,8 @@ static cm_status bind_norm(cm_model *m, cm_tensor_lookup lookup, void *ctx, cons
 cm_status cm_model_bind(cm_model *m, const cm_tensor_names *names, cm_tensor_lookup lookup, void *ctx,
                         const char *what) {
     const cm_config *c = &m->cfg;
-    int64_t dim = c->dim, q_dim = (int64_t)c->n_heads * c->head_dim, kv_dim = (int64_t)c->n_kv_heads * c->head_dim;
+    int64_t dim = c->dim, q_dim = (int64_t)c->n_heads * c->head_dim,
+            kv_dim = (int64_t)c->n_kv_heads * c->head_dim;
     m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
     if (!m->layers) return cm_error(CM_ERR_NOMEM, "%s: out of memory", what);
     CM_TRY(bind_weight(lookup, ctx, names->embd, c->vocab_size, dim, what, &m->tok_embd));
@@ -251,14 +262,17 @@ cm_status cm_model_bind(cm_model *m, const cm_tensor_names *names, cm_tensor_loo
     }
 #undef LAYER_NAME
     CM_TRY(align_weight(m, &m->tok_embd));
-    if (c->tie_embeddings) m->output = m->tok_embd;
-    else CM_TRY(align_weight(m, &m->output));
+    if (c->tie_embeddings)
+        m->output = m->tok_embd;
+    else
+        CM_TRY(align_weight(m, &m->output));
     return CM_OK;
 }
 
 int64_t cm_model_n_params(const cm_model *m) {
     const cm_config *c = &m->cfg;
-    int64_t dim = c->dim, q_dim = (int64_t)c->n_heads * c->head_dim, kv_dim = (int64_t)c->n_kv_heads * c->head_dim;
+    int64_t dim = c->dim, q_dim = (int64_t)c->n_heads * c->head_dim,
+            kv_dim = (int64_t)c->n_kv_heads * c->head_dim;
     int64_t per_layer = 2 * dim + 2 * q_dim * dim + 2 * kv_dim * dim + 3 * dim * c->hidden_dim;
     int64_t n = (int64_t)c->vocab_size * dim * (c->tie_embeddings ? 1 : 2) + dim + per_layer * c->n_layers;
     return n;
@@ -277,19 +291,22 @@ cm_status cm_model_open(const char *path, cm_model **out) {
     *out = NULL;
     if (!cm_path_exists(path)) return cm_error(CM_ERR_IO, "%s: no such file or folder", path);
     if (cm_path_is_dir(path) || cm_path_has_suffix(path, ".safetensors")) return cm_model_open_hf(path, out);
-    if (cm_path_has_suffix(path, ".gguf") || file_starts_with(path, "GGUF", 4)) return cm_model_open_gguf(path, out);
+    if (cm_path_has_suffix(path, ".gguf") || file_starts_with(path, "GGUF", 4))
+        return cm_model_open_gguf(path, out);
     return cm_model_open_llama2c(path, out);
 }
 
 static cm_status check_vocab(const cm_model *m, const cm_tokenizer *t, const char *what) {
     int n = cm_tokenizer_vocab_size(t);
     if (n > m->cfg.vocab_size)
-        return cm_error(CM_ERR_FORMAT, "%s: the tokenizer has %d tokens but the model's vocabulary has only %d",
-                        what, n, m->cfg.vocab_size);
+        return cm_error(CM_ERR_FORMAT,
+                        "%s: the tokenizer has %d tokens but the model's vocabulary has only %d", what, n,
+                        m->cfg.vocab_size);
     return CM_OK;
 }
 
-cm_status cm_model_tokenizer(const cm_model *m, const char *path, const cm_tokenizer **tok, cm_tokenizer **owned) {
+cm_status cm_model_tokenizer(const cm_model *m, const char *path, const cm_tokenizer **tok,
+                             cm_tokenizer **owned) {
     *tok = NULL;
     *owned = NULL;
     if (!path && m->tokenizer) {
@@ -304,15 +321,18 @@ cm_status cm_model_tokenizer(const cm_model *m, const char *path, const cm_token
         static const char *const candidates[] = {"tokenizer.model", "tokenizer.bin"};
         for (size_t i = 0; i < sizeof candidates / sizeof *candidates && !found; i++) {
             char *p = cm_path_join(dir, candidates[i]);
-            if (p && cm_path_exists(p)) found = p;
-            else free(p);
+            if (p && cm_path_exists(p))
+                found = p;
+            else
+                free(p);
         }
         free(dir);
         if (!found)
-            return cm_error(CM_ERR_NOT_FOUND,
-                            "%s: no tokenizer in the model or beside it (tokenizer.model, tokenizer.bin); pass "
-                            "--tokenizer FILE",
-                            m->path);
+            return cm_error(
+                CM_ERR_NOT_FOUND,
+                "%s: no tokenizer in the model or beside it (tokenizer.model, tokenizer.bin); pass "
+                "--tokenizer FILE",
+                m->path);
         path = found;
     }
     cm_tokenizer *t;
@@ -329,8 +349,8 @@ cm_status cm_model_tokenizer(const cm_model *m, const char *path, const cm_token
 
 static int visit_weight(cm_tensor_visitor visit, void *user, const char *name, const cm_weight *w) {
     int64_t shape[2] = {w->rows, w->cols};
-    return visit(user, name, cm_dtype_name(w->dtype), 2, shape, (size_t)(w->rows * w->cols) *
-                 cm_dtype_block_bytes(w->dtype));
+    return visit(user, name, cm_dtype_name(w->dtype), 2, shape,
+                 (size_t)(w->rows * w->cols) * cm_dtype_block_bytes(w->dtype));
 }
 
 static int visit_norm(cm_tensor_visitor visit, void *user, const char *name, int dim) {
@@ -343,8 +363,8 @@ void cm_model_visit_tensors(const cm_model *m, cm_tensor_visitor visit, void *us
     for (size_t i = 0; i < s->n_ggufs; i++) {
         for (size_t j = 0; j < cm_gguf_tensor_count(s->ggufs[i]); j++) {
             const cm_tensor *t = cm_gguf_tensor(s->ggufs[i], j);
-            if (visit(user, t->name, cm_ggml_type_name(cm_gguf_tensor_ggml_type(s->ggufs[i], j)), t->ndim, t->shape,
-                      t->nbytes))
+            if (visit(user, t->name, cm_ggml_type_name(cm_gguf_tensor_ggml_type(s->ggufs[i], j)), t->ndim,
+                      t->shape, t->nbytes))
                 return;
         }
     }
@@ -363,8 +383,9 @@ void cm_model_visit_tensors(const cm_model *m, cm_tensor_visitor visit, void *us
         const struct {
             const char *suffix;
             const cm_weight *w;
-        } ws[] = {{"attention.wq", &L->wq},    {"attention.wk", &L->wk},    {"attention.wv", &L->wv},
-                  {"attention.wo", &L->wo},    {"feed_forward.w1", &L->w_gate}, {"feed_forward.w2", &L->w_down},
+        } ws[] = {{"attention.wq", &L->wq},        {"attention.wk", &L->wk},
+                  {"attention.wv", &L->wv},        {"attention.wo", &L->wo},
+                  {"feed_forward.w1", &L->w_gate}, {"feed_forward.w2", &L->w_down},
                   {"feed_forward.w3", &L->w_up}};
         snprintf(name, sizeof name, "layers.%d.attention_norm.weight", l);
         if (visit_norm(visit, user, name, m->cfg.dim)) return;
@@ -381,8 +402,8 @@ void cm_model_visit_tensors(const cm_model *m, cm_tensor_visitor visit, void *us
 
 /* The bytes of a weight as it should be written: converted to `dtype`, q/k rows permuted when `permute_heads`
  * > 0. Returns the source pointer when nothing changes (then *owned is NULL). */
-cm_status cm_model_export_weight(const cm_weight *w, cm_dtype dtype, int permute_heads, int head_dim, bool to_half,
-                               const void **data, void **owned, size_t *nbytes) {
+cm_status cm_model_export_weight(const cm_weight *w, cm_dtype dtype, int permute_heads, int head_dim,
+                                 bool to_half, const void **data, void **owned, size_t *nbytes) {
     *owned = NULL;
     size_t n = (size_t)(w->rows * w->cols), out_size = cm_dtype_block_bytes(dtype);
     *nbytes = n * out_size;
@@ -400,7 +421,8 @@ cm_status cm_model_export_weight(const cm_weight *w, cm_dtype dtype, int permute
             free(conv);
             return cm_error(CM_ERR_NOMEM, "out of memory");
         }
-        size_t in_row = (size_t)w->cols * cm_dtype_block_bytes(w->dtype), out_row = (size_t)w->cols * out_size;
+        size_t in_row = (size_t)w->cols * cm_dtype_block_bytes(w->dtype),
+               out_row = (size_t)w->cols * out_size;
         for (int64_t r = 0; r < w->rows; r++) {
             cm_convert_to_f32(w->dtype, (const char *)w->data + (size_t)r * in_row, row, (size_t)w->cols);
             cm_convert_from_f32(dtype, row, (char *)conv + (size_t)r * out_row, (size_t)w->cols);
@@ -424,4 +446,3 @@ cm_status cm_model_export_weight(const cm_weight *w, cm_dtype dtype, int permute
 const char *cm_torch_dtype_name(cm_dtype t) {
     return t == CM_DTYPE_F16 ? "float16" : t == CM_DTYPE_BF16 ? "bfloat16" : "float32";
 }
-

@@ -34,13 +34,14 @@ cm_status cm_model_f32_copy(cm_model *m, const void *data, cm_dtype dtype, size_
 
 /* Reorder q/k rows of one weight between RoPE layouts (FACTS 1.4): `rows_per_head` = head_dim, over
  * `n_heads` heads, each row `row_bytes` long. to_half: interleaved -> rotate-half (HF); else the reverse. */
-void cm_permute_qk_rows(const void *src, void *dst, int n_heads, int head_dim, size_t row_bytes, bool to_half);
+void cm_permute_qk_rows(const void *src, void *dst, int n_heads, int head_dim, size_t row_bytes,
+                        bool to_half);
 
 /* The bytes of a weight as a writer should store them: converted to `dtype`, and with q/k rows permuted
  * (FACTS 1.4) over `permute_heads` heads when that is > 0. Returns the source pointer when nothing changes
  * (*owned NULL), else a malloc'd buffer in *owned. */
-cm_status cm_model_export_weight(const cm_weight *w, cm_dtype dtype, int permute_heads, int head_dim, bool to_half,
-                                 const void **data, void **owned, size_t *nbytes);
+cm_status cm_model_export_weight(const cm_weight *w, cm_dtype dtype, int permute_heads, int head_dim,
+                                 bool to_half, const void **data, void **owned, size_t *nbytes);
 /* "float32", "float16", "bfloat16" */
 const char *cm_torch_dtype_name(cm_dtype t);
 

@@ -12,7 +12,9 @@
 
 static int check_failures = 0;
 
-static inline int check_message_has(const char *needle) { return !needle || strstr(cm_last_error(), needle); }
+static inline int check_message_has(const char *needle) {
+    return !needle || strstr(cm_last_error(), needle);
+}
 
 #define CHECK(cond)                                                                                          \
     do {                                                                                                     \

@@ -11,7 +11,7 @@ static void test_f16_roundtrip(void) {
     }
     CHECK(cm_f16_to_f32(0x3c00) == 1.0f);
     CHECK(cm_f16_to_f32(0xc000) == -2.0f);
-    CHECK(cm_f32_to_f16(65520.0f) == 0x7c00);  /* overflows to inf */
+    CHECK(cm_f32_to_f16(65520.0f) == 0x7c00);           /* overflows to inf */
     CHECK(cm_f32_to_f16(1.0f + 1.0f / 2048) == 0x3c00); /* tie goes to even */
     CHECK(cm_f32_to_f16(1.0f + 3.0f / 2048) == 0x3c02);
     CHECK(cm_f32_to_f16(5.96046448e-08f) == 0x0001); /* smallest subnormal */

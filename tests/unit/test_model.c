@@ -1,6 +1,6 @@
 /* Model paths against reference numbers: stories260K logits from llama2.c's run.c, and tiny HF-layout models
- * (GQA, llama3 / linear RoPE scaling, BF16 / F16, shards, v5 rope_parameters) against torch (tests/data/hf-tiny,
- * made by scripts/golden/hf_tiny_golden.py). Conversions must preserve the logits. */
+ * (GQA, llama3 / linear RoPE scaling, BF16 / F16, shards, v5 rope_parameters) against torch
+ * (tests/data/hf-tiny, made by scripts/golden/hf_tiny_golden.py). Conversions must preserve the logits. */
 #include <jansson.h>
 
 #include "camelid/file.h"
@@ -123,8 +123,10 @@ static void check_hf_tiny(const char *variant) {
             free(got);
             /* the round trip restores the original bytes of every weight */
             for (int l = 0; l < m->cfg.n_layers; l++) {
-                size_t q = (size_t)(m->layers[l].wq.rows * m->layers[l].wq.cols) * cm_dtype_block_bytes(m->layers[l].wq.dtype);
-                size_t k = (size_t)(m->layers[l].wk.rows * m->layers[l].wk.cols) * cm_dtype_block_bytes(m->layers[l].wk.dtype);
+                size_t q = (size_t)(m->layers[l].wq.rows * m->layers[l].wq.cols) *
+                           cm_dtype_block_bytes(m->layers[l].wq.dtype);
+                size_t k = (size_t)(m->layers[l].wk.rows * m->layers[l].wk.cols) *
+                           cm_dtype_block_bytes(m->layers[l].wk.dtype);
                 CHECK(h->layers[l].wq.dtype == m->layers[l].wq.dtype);
                 CHECK(memcmp(h->layers[l].wq.data, m->layers[l].wq.data, q) == 0);
                 CHECK(memcmp(h->layers[l].wk.data, m->layers[l].wk.data, k) == 0);
@@ -151,7 +153,8 @@ static void test_story_conversions(void) {
     CHECK(m->cfg.n_kv_heads == 4 && m->cfg.tie_embeddings && m->cfg.vocab_size == 512);
     CHECK(cm_model_n_params(m) == 260000 + 0 * 1 || cm_model_n_params(m) > 250000);
     char *tmp = cm_test_tmpdir();
-    char *hf = cm_path_join(tmp, "hf"), *gguf = cm_path_join(tmp, "m.gguf"), *bf16 = cm_path_join(tmp, "bf16");
+    char *hf = cm_path_join(tmp, "hf"), *gguf = cm_path_join(tmp, "m.gguf"),
+         *bf16 = cm_path_join(tmp, "bf16");
     CHECK_OK(cm_model_save_hf(m, NULL, hf, CM_DTYPE_COUNT));
     CHECK_OK(cm_model_save_gguf(m, NULL, gguf, CM_DTYPE_COUNT));
     check_story_logits(hf, "llama2.c -> HF");
@@ -177,7 +180,8 @@ static void test_story_conversions(void) {
     json_error_t e;
     json_t *cfg = json_load_file(cfg_path, 0, &e);
     CHECK(cfg != NULL);
-    CHECK(strcmp(json_string_value(json_array_get(json_object_get(cfg, "architectures"), 0)), "LlamaForCausalLM") == 0);
+    CHECK(strcmp(json_string_value(json_array_get(json_object_get(cfg, "architectures"), 0)),
+                 "LlamaForCausalLM") == 0);
     CHECK(strcmp(json_string_value(json_object_get(cfg, "model_type")), "llama") == 0);
     CHECK(json_integer_value(json_object_get(cfg, "num_key_value_heads")) == 4);
     CHECK(json_integer_value(json_object_get(cfg, "intermediate_size")) == 172);
