@@ -214,6 +214,36 @@ static void test_story_conversions(void) {
     cm_model_close(m);
 }
 
+/* A llama2.c v0 file with a separate classifier (negative vocab_size, wcls appended): here a copy of the
+ * embedding, so the logits must equal the tied reference. */
+static void test_llama2c_untied(void) {
+    char *data;
+    size_t size;
+    CHECK_OK(cm_read_file(cm_test_shared("models/stories260K/stories260K.bin"), 1 << 24, &data, &size));
+    if (!data) return;
+    char *tmp = cm_test_tmpdir(), *path = cm_path_join(tmp, "untied.bin");
+    int32_t vocab;
+    memcpy(&vocab, data + 20, 4);
+    vocab = -vocab;
+    memcpy(data + 20, &vocab, 4);
+    FILE *f = fopen(path, "wb");
+    fwrite(data, 1, size, f);
+    fwrite(data + 28, 1, 512 * 64 * 4, f); /* wcls = tok_embeddings */
+    fclose(f);
+    free(data);
+    cm_model *m;
+    CHECK_OK(cm_model_open(path, &m));
+    if (m) {
+        CHECK(!m->cfg.tie_embeddings && m->output.data != m->tok_embd.data);
+        cm_model_close(m);
+    }
+    check_story_logits(path, "llama2.c untied");
+    remove(path);
+    remove(tmp);
+    free(path);
+    free(tmp);
+}
+
 static void test_forward_errors(void) {
     cm_model *m;
     CHECK_OK(cm_model_open(cm_test_shared("models/stories260K/stories260K.bin"), &m));
@@ -235,6 +265,7 @@ int main(void) {
     check_hf_tiny("llama3-bf16");
     check_hf_tiny("linear-f16");
     check_hf_tiny("v5-rope-params");
+    test_llama2c_untied();
     test_forward_errors();
     CHECK_DONE();
 }
