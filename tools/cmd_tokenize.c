@@ -12,7 +12,13 @@ static const char *help =
     "Tokenize all of stdin (or -f FILE) byte for byte, as one text: no newline is stripped.\n"
     "\n"
     "options:\n"
-    "  --tokenizer FILE   tokenizer.model, a llama2.c tokenizer.bin, a .gguf, or a folder holding one\n"
+    "  --tokenizer FILE   tokenizer.model, a llama2.c tokenizer.bin, a .gguf, a byte-level BPE pair\n"
+    "                     (vocab.json + merges.txt or encoder.json + vocab.bpe: give either file), or a "
+    "folder\n"
+    "                     holding one\n"
+    "  --pre NAME         byte-level BPE pre-tokenizer: gpt2 (GPT-2 regex) or llama3 (Llama 3 regex and\n"
+    "                     ignore_merges); default: from the GGUF, else llama3 for 128,000+ tokens, else "
+    "gpt2\n"
     "  -f, --file FILE    read the text from FILE instead of stdin\n"
     "  --ids              print the ids space-separated on one line (an empty text prints an empty line)\n"
     "                     instead of one \"id<TAB>piece\" line per token\n"
@@ -61,7 +67,7 @@ int cli_read_input(const char *path, char **data, size_t *len) {
 }
 
 int cmd_tokenize(int argc, char **argv) {
-    const char *tok_path = NULL, *file = NULL;
+    const char *tok_path = NULL, *file = NULL, *pre = NULL;
     bool ids_only = false, no_bos = false;
     int threads = 1;
     arg_spec specs[] = {
@@ -69,6 +75,7 @@ int cmd_tokenize(int argc, char **argv) {
         {"file", 'f', ARG_STRING, &file, NULL},
         {"ids", 0, ARG_FLAG, &ids_only, NULL},
         {"no-bos", 0, ARG_FLAG, &no_bos, NULL},
+        {"pre", 0, ARG_STRING, &pre, NULL},
     };
     const char **pos = calloc((size_t)argc + 1, sizeof *pos);
     int n_pos = 0;
@@ -80,7 +87,8 @@ int cmd_tokenize(int argc, char **argv) {
         return cli_fail("tokenize takes no positional argument (got \"%s\"); use --tokenizer and -f", extra);
     if (!tok_path) return cli_fail("tokenize needs --tokenizer FILE");
     cm_tokenizer *tok;
-    if (cm_tokenizer_open(tok_path, 0, &tok) != CM_OK) return cli_fail_status();
+    if ((pre ? cm_tokenizer_open_bpe(tok_path, pre, &tok) : cm_tokenizer_open(tok_path, 0, &tok)) != CM_OK)
+        return cli_fail_status();
     char *text;
     size_t len;
     if (cli_read_input(file, &text, &len) != 0) {

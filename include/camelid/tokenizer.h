@@ -1,6 +1,9 @@
 /* Tokenizers. SentencePiece BPE with byte fallback (Llama 1/2, FACTS 2.2), loaded from tokenizer.model
  * (protobuf), llama2.c tokenizer.bin or GGUF metadata. Pieces are kept in SentencePiece form ("▁" for space,
- * "<s>"/"</s>" for BOS/EOS, "<0xAB>" byte pieces), whatever the file stored. */
+ * "<s>"/"</s>" for BOS/EOS, "<0xAB>" byte pieces), whatever the file stored.
+ * Byte-level BPE (GPT-2, Llama 3, FACTS 2.3), loaded from vocab.json + merges.txt, encoder.json + vocab.bpe
+ * or GGUF (tokenizer.ggml.model "gpt2"). Pieces are kept as vocab.json stores them (GPT-2 bytes_to_unicode
+ * form, "Ġ" for space). */
 #ifndef CAMELID_TOKENIZER_H
 #define CAMELID_TOKENIZER_H
 
@@ -21,14 +24,17 @@ typedef enum {
 
 typedef enum {
     CM_TOKENIZER_SPM = 0, /* SentencePiece BPE with byte fallback */
+    CM_TOKENIZER_BPE = 1, /* byte-level BPE (GPT-2, Llama 3) */
 } cm_tokenizer_kind;
 
 typedef struct cm_tokenizer cm_tokenizer;
 struct cm_gguf;
 
-/* Open a tokenizer from a file (tokenizer.model, tokenizer.bin / *.bin in llama2.c format, *.gguf) or a
- * folder holding tokenizer.model. For llama2.c files, which carry no vocab size, `vocab_size_hint` > 0 gives
- * it (otherwise tokens are read to the end of the file). */
+/* Open a tokenizer from a file (tokenizer.model, tokenizer.bin / *.bin in llama2.c format, *.gguf, a
+ * byte-level BPE pair vocab.json/merges.txt or encoder.json/vocab.bpe: either file of a pair, the other is
+ * found beside it) or a folder holding tokenizer.model (else vocab.json + merges.txt). For llama2.c files,
+ * which carry no vocab size, `vocab_size_hint` > 0 gives it (otherwise tokens are read to the end of the
+ * file). */
 cm_status cm_tokenizer_open(const char *path, int vocab_size_hint, cm_tokenizer **out);
 /* Parse a caller-owned buffer in a given format ("model" protobuf or "llama2c"); `name` is used in errors.
  * Drives the fuzz targets. */
@@ -43,6 +49,17 @@ cm_status cm_tokenizer_from_gguf(const struct cm_gguf *g, cm_tokenizer **out);
 cm_status cm_tokenizer_from_pieces(const char *const *pieces, const size_t *lens, const float *scores,
                                    const cm_token_type *types, size_t n, int bos, int eos, int unk,
                                    cm_tokenizer **out);
+/* Byte-level BPE with a chosen pre-tokenizer: `pre` is "gpt2" (GPT-2 regex), "llama3" (Llama 3 regex and
+ * ignore_merges) or NULL (GGUF: tokenizer.ggml.pre; vocab.json pairs: "llama3" for a vocabulary of 128,000+
+ * tokens, else "gpt2"). `path` as for cm_tokenizer_open (a BPE pair or a .gguf). With "llama3" and an
+ * encoder.json of exactly 128,000 tokens, <|begin_of_text|> = 128000 and <|end_of_text|> = 128001 are added
+ * as CONTROL tokens (as Meta's tokenizer numbers them) and become BOS/EOS. */
+cm_status cm_tokenizer_open_bpe(const char *path, const char *pre, cm_tokenizer **out);
+/* Byte-level BPE from caller-owned buffers: a vocab.json object and a merges.txt text. `vocab_name` and
+ * `merges_name` are used in errors. Drives the fuzz target. */
+cm_status cm_tokenizer_parse_bpe(const char *vocab_json, size_t vocab_len, const char *vocab_name,
+                                 const char *merges, size_t merges_len, const char *merges_name,
+                                 const char *pre, cm_tokenizer **out);
 void cm_tokenizer_close(cm_tokenizer *t);
 
 cm_tokenizer_kind cm_tokenizer_kind_of(const cm_tokenizer *t);
@@ -58,17 +75,24 @@ cm_token_type cm_tokenizer_type(const cm_tokenizer *t, int id);
 /* Is this an end-of-generation token (EOS, or another the vocabulary marks so, e.g. <|eot_id|>)? */
 bool cm_tokenizer_is_eog(const cm_tokenizer *t, int id);
 
-/* Encode `len` bytes of UTF-8 text. Invalid UTF-8 is an error. `*ids` is malloc'd (caller frees). With
+/* Encode `len` bytes of UTF-8 text. Invalid UTF-8 is an error for SentencePiece; byte-level BPE keeps such
+ * bytes (as their byte tokens). Special tokens written in the text are not recognized (see
+ * cm_tokenizer_encode_special). `*ids` is malloc'd (caller frees). With
  * add_bos, BOS comes first; the SentencePiece dummy prefix is added to non-empty text either way. */
 cm_status cm_tokenizer_encode(const cm_tokenizer *t, const char *text, size_t len, bool add_bos, bool add_eos,
                               int32_t **ids, size_t *n_ids);
+/* As cm_tokenizer_encode; with parse_special, byte-level BPE first splits out the text of special tokens
+ * (CONTROL and USER_DEFINED, longest first) and emits their ids. SentencePiece ignores parse_special. */
+cm_status cm_tokenizer_encode_special(const cm_tokenizer *t, const char *text, size_t len, bool add_bos,
+                                      bool add_eos, bool parse_special, int32_t **ids, size_t *n_ids);
 
 /* Streaming decoder: feed ids one at a time, get bytes that never end inside a UTF-8 character. Follows
  * SentencePiece: "▁" -> space, no leading space for the first piece after BOS (or at the very start),
  * byte pieces -> raw bytes, control tokens -> nothing, unk -> " ⁇ ". As in sentencepiece, only the first
  * text piece of the stream loses its leading space (control tokens before it do not count; a BOS later in
  * the stream does not start over). Invalid UTF-8 from byte pieces is passed through as it is, once proven
- * invalid (sentencepiece would substitute U+FFFD). */
+ * invalid (sentencepiece would substitute U+FFFD). Byte-level BPE: pieces map back to bytes (bytes_to_unicode
+ * reversed), control tokens -> nothing, no leading-space rule. */
 typedef struct cm_detokenizer {
     const cm_tokenizer *tok;
     int prev;      /* previous id, -1 at start */
@@ -87,8 +111,8 @@ size_t cm_detokenizer_flush(cm_detokenizer *d, char *out, size_t cap);
 cm_status cm_tokenizer_decode(const cm_tokenizer *t, const int32_t *ids, size_t n, char **text, size_t *len);
 size_t cm_tokenizer_max_piece_len(const cm_tokenizer *t);
 
-/* Writers: SentencePiece tokenizer.model (loadable by sentencepiece and transformers' LlamaTokenizer) and the
- * GGUF tokenizer.ggml.* keys. */
+/* Writers (SentencePiece only; byte-level BPE gives CM_ERR_UNSUPPORTED): SentencePiece tokenizer.model
+ * (loadable by sentencepiece and transformers' LlamaTokenizer) and the GGUF tokenizer.ggml.* keys. */
 cm_status cm_tokenizer_save_spm_model(const cm_tokenizer *t, const char *path);
 /* The same tokenizer.model bytes in a malloc'd buffer (caller frees). */
 cm_status cm_tokenizer_serialize_spm_model(const cm_tokenizer *t, uint8_t **data, size_t *size);

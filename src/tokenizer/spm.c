@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "camelid/tokenizer.h"
+#include "tokenizer/bpe_internal.h"
 #include "tokenizer/spm_internal.h"
 
 #define SPACE_SYMBOL "\xE2\x96\x81" /* U+2581 "▁" */
@@ -223,6 +224,7 @@ void cm_tokenizer_close(cm_tokenizer *t) {
     free(t->score);
     free(t->type);
     free(t->slots);
+    cm_bpe_free(t->bpe);
     free(t);
 }
 
@@ -419,6 +421,7 @@ cm_status cm_tokenizer_encode(const cm_tokenizer *t, const char *text, size_t le
                               int32_t **ids, size_t *n_ids) {
     *ids = NULL;
     *n_ids = 0;
+    if (t->kind == CM_TOKENIZER_BPE) return cm_bpe_encode(t, text, len, add_bos, add_eos, false, ids, n_ids);
     if (!text && len > 0) return cm_error(CM_ERR_ARG, "encode: text is NULL");
     for (size_t i = 0; i < len;) {
         size_t k = utf8_valid_char((const unsigned char *)text + i, len - i);
@@ -530,6 +533,13 @@ done:
     return st;
 }
 
+cm_status cm_tokenizer_encode_special(const cm_tokenizer *t, const char *text, size_t len, bool add_bos,
+                                      bool add_eos, bool parse_special, int32_t **ids, size_t *n_ids) {
+    if (t->kind == CM_TOKENIZER_BPE)
+        return cm_bpe_encode(t, text, len, add_bos, add_eos, parse_special, ids, n_ids);
+    return cm_tokenizer_encode(t, text, len, add_bos, add_eos, ids, n_ids);
+}
+
 /* ---------------------------------------------------------------------------------------------------------
  * Decoding */
 
@@ -589,6 +599,14 @@ size_t cm_detokenizer_push(cm_detokenizer *d, int id, char *out, size_t cap) {
     emitter e = {.out = out, .cap = cap, .n = 0};
     if (id < 0 || id >= t->n_vocab) return 0;
     d->prev = id;
+    if (t->kind == CM_TOKENIZER_BPE) {
+        if (t->type[id] == CM_TOKEN_CONTROL) return 0;
+        unsigned char bytes[CM_SPM_MAX_PIECE_LEN];
+        size_t n = cm_bpe_piece_bytes(t, id, bytes);
+        feed(d, &e, (const char *)bytes, n);
+        d->at_start = false;
+        return e.n;
+    }
     switch ((cm_token_type)t->type[id]) {
     case CM_TOKEN_CONTROL:
         return 0; /* <s>, </s>: no text, and the start is still the start */

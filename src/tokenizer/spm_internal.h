@@ -32,6 +32,7 @@ struct cm_tokenizer {
     bool words_independent;        /* no piece spans a word start (see cm_spm_finish): merge word by word */
     int n_set;                     /* builder state: pieces set so far */
     size_t blob_size, blob_cap;
+    struct cm_bpe *bpe; /* byte-level BPE state (kind CM_TOKENIZER_BPE), else NULL; see bpe_internal.h */
 };
 
 /* Builder: allocate `n` empty pieces, set each with cm_spm_set_piece, then cm_spm_finish (builds the hash

@@ -419,6 +419,9 @@ static void put_message(pb_buf *b, uint32_t field, const pb_buf *m) {
 cm_status cm_tokenizer_serialize_spm_model(const cm_tokenizer *t, uint8_t **data, size_t *size) {
     *data = NULL;
     *size = 0;
+    if (t->kind != CM_TOKENIZER_SPM)
+        return cm_error(CM_ERR_UNSUPPORTED,
+                        "tokenizer.model: only a SentencePiece tokenizer can be written so");
     int unk = -1, n_bytes = 0;
     for (int i = 0; i < t->n_vocab; i++) {
         size_t n = t->offset[i + 1] - t->offset[i];

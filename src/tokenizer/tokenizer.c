@@ -1,10 +1,12 @@
 /* Opening a tokenizer from a path (dispatch by content and extension) and the GGUF tokenizer.ggml.* glue. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "camelid/file.h"
 #include "camelid/gguf.h"
 #include "camelid/tokenizer.h"
+#include "tokenizer/bpe_internal.h"
 #include "tokenizer/spm_internal.h"
 
 /* ---------------------------------------------------------------------------------------------------------
@@ -66,6 +68,83 @@ static cm_status load_gguf_pieces(const cm_gguf *g, cm_tokenizer *t, uint64_t n)
     return CM_OK;
 }
 
+/* Byte-level BPE (tokenizer.ggml.model "gpt2"): tokens, token_type, merges, special ids, pre. `pre` >= 0
+ * overrides tokenizer.ggml.pre. */
+static cm_status bpe_from_gguf(const cm_gguf *g, int pre, cm_tokenizer **out) {
+    const char *name = cm_gguf_path(g);
+    if (!name) name = "gguf";
+    if (pre < 0) {
+        pre = CM_BPE_PRE_GPT2;
+        if (cm_gguf_find(g, "tokenizer.ggml.pre") >= 0) {
+            const char *p;
+            size_t plen;
+            CM_TRY(cm_gguf_get_str(g, "tokenizer.ggml.pre", &p, &plen));
+            pre = cm_bpe_pre_from_name(p, plen);
+            if (pre < 0 && plen == 7 && memcmp(p, "default", 7) == 0) pre = CM_BPE_PRE_GPT2;
+            if (pre < 0)
+                return cm_error(
+                    CM_ERR_UNSUPPORTED,
+                    "%s: tokenizer.ggml.pre \"%.*s\" is not supported (only gpt-2, llama-bpe, llama3)", name,
+                    (int)(plen > 64 ? 64 : plen), p);
+        }
+    }
+    cm_gguf_type et;
+    uint64_t n, n_merges;
+    if (cm_gguf_find(g, "tokenizer.ggml.tokens") < 0)
+        return cm_error(CM_ERR_FORMAT, "%s: tokenizer.ggml.tokens is absent", name);
+    CM_TRY(cm_gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &n));
+    if (et != CM_GGUF_STRING || n == 0 || n > CM_SPM_MAX_VOCAB)
+        return cm_error(CM_ERR_FORMAT, "%s: tokenizer.ggml.tokens should be 1..%d strings (%llu of type %d)",
+                        name, CM_SPM_MAX_VOCAB, (unsigned long long)n, (int)et);
+    if (cm_gguf_find(g, "tokenizer.ggml.merges") < 0)
+        return cm_error(CM_ERR_FORMAT, "%s: tokenizer.ggml.merges is absent", name);
+    CM_TRY(cm_gguf_get_arr(g, "tokenizer.ggml.merges", &et, &n_merges));
+    if (et != CM_GGUF_STRING || n_merges == 0 || n_merges > CM_BPE_MAX_MERGES)
+        return cm_error(CM_ERR_FORMAT, "%s: tokenizer.ggml.merges should be 1..%d strings (%llu of type %d)",
+                        name, CM_BPE_MAX_MERGES, (unsigned long long)n_merges, (int)et);
+    cm_tokenizer *t;
+    CM_TRY(cm_spm_alloc((size_t)n, name, &t));
+    cm_status st = load_gguf_pieces(g, t, n);
+    if (!st) st = gguf_opt_id(g, "tokenizer.ggml.bos_token_id", -1, &t->bos);
+    if (!st) st = gguf_opt_id(g, "tokenizer.ggml.eos_token_id", -1, &t->eos);
+    if (!st) st = gguf_opt_id(g, "tokenizer.ggml.unknown_token_id", -1, &t->unk);
+    if (!st) st = gguf_opt_id(g, "tokenizer.ggml.padding_token_id", -1, &t->pad);
+    if (!st) st = gguf_opt_id(g, "tokenizer.ggml.eot_token_id", -1, &t->eot);
+    if (!st) st = gguf_opt_id(g, "tokenizer.ggml.eom_token_id", -1, &t->eom);
+    if (!st) st = gguf_opt_bool(g, "tokenizer.ggml.add_bos_token", pre == CM_BPE_PRE_LLAMA3, &t->add_bos);
+    if (!st) st = gguf_opt_bool(g, "tokenizer.ggml.add_eos_token", false, &t->add_eos);
+    if (st) {
+        cm_tokenizer_close(t);
+        return st;
+    }
+    if (t->bos >= t->n_vocab) t->bos = -1;
+    if (t->eos >= t->n_vocab) t->eos = -1;
+    if (t->unk >= t->n_vocab) t->unk = -1;
+    CM_TRY(cm_spm_finish(t, name));
+    st = cm_bpe_setup(t, (cm_bpe_pre)pre, (size_t)n_merges, name);
+    char where[1200];
+    for (uint64_t i = 0; i < n_merges && !st; i++) {
+        const char *s;
+        size_t len;
+        st = cm_gguf_get_arr_str(g, "tokenizer.ggml.merges", i, &s, &len);
+        if (st) break;
+        snprintf(where, sizeof where, "%.1000s: tokenizer.ggml.merges[%llu]", name, (unsigned long long)i);
+        const char *sp = memchr(s, ' ', len);
+        if (!sp || sp == s || sp + 1 == s + len || memchr(sp + 1, ' ', (size_t)(s + len - sp - 1))) {
+            st = cm_error(CM_ERR_FORMAT, "%s: expected a merge \"A B\", found \"%.*s\"", where,
+                          (int)(len > 64 ? 64 : len), s);
+            break;
+        }
+        st = cm_bpe_add_merge(t, s, (size_t)(sp - s), sp + 1, (size_t)(s + len - sp - 1), where);
+    }
+    if (st) {
+        cm_tokenizer_close(t);
+        return st;
+    }
+    *out = t;
+    return CM_OK;
+}
+
 cm_status cm_tokenizer_from_gguf(const cm_gguf *g, cm_tokenizer **out) {
     *out = NULL;
     const char *name = cm_gguf_path(g);
@@ -77,16 +156,11 @@ cm_status cm_tokenizer_from_gguf(const cm_gguf *g, cm_tokenizer **out) {
     CM_TRY(cm_gguf_get_str(g, "tokenizer.ggml.model", &model, &mlen));
     if (mlen == 8 && memcmp(model, "no_vocab", 8) == 0)
         return cm_error(CM_ERR_NOT_FOUND, "%s: no vocabulary (tokenizer.ggml.model is \"no_vocab\")", name);
-    if (mlen == 4 && memcmp(model, "gpt2", 4) == 0)
-        return cm_error(
-            CM_ERR_UNSUPPORTED,
-            "%s: tokenizer.ggml.model \"gpt2\" (byte-level BPE) is not supported yet: byte-level BPE "
-            "comes later",
-            name);
+    if (mlen == 4 && memcmp(model, "gpt2", 4) == 0) return bpe_from_gguf(g, -1, out);
     if (!(mlen == 5 && memcmp(model, "llama", 5) == 0))
         return cm_error(CM_ERR_UNSUPPORTED,
-                        "%s: tokenizer.ggml.model \"%.*s\" is not supported (only \"llama\")", name,
-                        (int)(mlen > 64 ? 64 : mlen), model);
+                        "%s: tokenizer.ggml.model \"%.*s\" is not supported (only \"llama\" and \"gpt2\")",
+                        name, (int)(mlen > 64 ? 64 : mlen), model);
     cm_gguf_type et;
     uint64_t n;
     if (cm_gguf_find(g, "tokenizer.ggml.tokens") < 0)
@@ -124,6 +198,8 @@ cm_status cm_tokenizer_from_gguf(const cm_gguf *g, cm_tokenizer **out) {
 }
 
 cm_status cm_tokenizer_write_gguf(const cm_tokenizer *t, struct cm_gguf_writer *w) {
+    if (t->kind != CM_TOKENIZER_SPM)
+        return cm_error(CM_ERR_UNSUPPORTED, "write GGUF tokenizer: byte-level BPE cannot be written yet");
     size_t n = (size_t)t->n_vocab;
     const char **pieces = malloc(n * sizeof *pieces);
     size_t *lens = malloc(n * sizeof *lens);
@@ -162,6 +238,103 @@ done:
 /* ---------------------------------------------------------------------------------------------------------
  * Open */
 
+#define MAX_BPE_FILE ((size_t)1 << 30)
+
+/* The other file of a byte-level BPE pair beside `path` (malloc'd), or NULL. */
+static char *bpe_partner(const char *path, bool *path_is_vocab) {
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    const char *other;
+    if (strcmp(base, "encoder.json") == 0) {
+        other = "vocab.bpe";
+        *path_is_vocab = true;
+    } else if (strcmp(base, "vocab.bpe") == 0 || cm_path_has_suffix(base, ".bpe")) {
+        other = "encoder.json";
+        *path_is_vocab = false;
+    } else if (cm_path_has_suffix(base, ".json")) {
+        other = "merges.txt";
+        *path_is_vocab = true;
+    } else {
+        other = "vocab.json";
+        *path_is_vocab = false;
+    }
+    size_t dlen = (size_t)(base - path);
+    char *dir = malloc(dlen + 2);
+    if (!dir) return NULL;
+    if (dlen == 0)
+        strcpy(dir, ".");
+    else {
+        memcpy(dir, path, dlen);
+        dir[dlen] = 0;
+    }
+    char *r = cm_path_join(dir, other);
+    free(dir);
+    return r;
+}
+
+static bool is_bpe_path(const char *path) {
+    return cm_path_has_suffix(path, ".json") || cm_path_has_suffix(path, ".bpe") ||
+           cm_path_has_suffix(path, ".txt");
+}
+
+cm_status cm_tokenizer_open_bpe(const char *path, const char *pre, cm_tokenizer **out) {
+    *out = NULL;
+    if (!path) return cm_error(CM_ERR_ARG, "open tokenizer: path is NULL");
+    int pre_id = -1;
+    if (pre) {
+        pre_id = cm_bpe_pre_from_name(pre, strlen(pre));
+        if (pre_id < 0)
+            return cm_error(CM_ERR_ARG, "unknown pre-tokenizer \"%.64s\" (expected gpt2 or llama3)", pre);
+    }
+    if (cm_path_is_dir(path)) {
+        static const char *pairs[][2] = {{"vocab.json", "merges.txt"}, {"encoder.json", "vocab.bpe"}};
+        for (int i = 0; i < 2; i++) {
+            char *v = cm_path_join(path, pairs[i][0]);
+            if (!v) return cm_error(CM_ERR_NOMEM, "%s: out of memory", path);
+            cm_status st = CM_ERR_NOT_FOUND;
+            if (cm_path_exists(v)) st = cm_tokenizer_open_bpe(v, pre, out);
+            free(v);
+            if (st != CM_ERR_NOT_FOUND) return st;
+        }
+        return cm_error(
+            CM_ERR_NOT_FOUND,
+            "%s: the folder has no tokenizer.model (nor vocab.json + merges.txt or encoder.json + vocab.bpe)",
+            path);
+    }
+    if (!is_bpe_path(path)) {
+        cm_gguf *g;
+        CM_TRY(cm_gguf_open(path, &g));
+        cm_status st;
+        const char *model = NULL;
+        size_t mlen = 0;
+        if (cm_gguf_find(g, "tokenizer.ggml.model") >= 0 &&
+            cm_gguf_get_str(g, "tokenizer.ggml.model", &model, &mlen) == CM_OK && mlen == 4 &&
+            memcmp(model, "gpt2", 4) == 0)
+            st = bpe_from_gguf(g, pre_id, out);
+        else
+            st = cm_error(CM_ERR_UNSUPPORTED,
+                          "%s: not a byte-level BPE vocabulary (tokenizer.ggml.model is not gpt2)", path);
+        cm_gguf_close(g);
+        return st;
+    }
+    bool is_vocab;
+    char *other = bpe_partner(path, &is_vocab);
+    if (!other) return cm_error(CM_ERR_NOMEM, "%s: out of memory", path);
+    const char *vpath = is_vocab ? path : other, *mpath = is_vocab ? other : path;
+    char *vdata = NULL, *mdata = NULL;
+    size_t vlen = 0, mlen = 0;
+    cm_status st;
+    if (!cm_path_exists(other))
+        st = cm_error(CM_ERR_NOT_FOUND, "%s: byte-level BPE needs %s beside it", path, other);
+    else if (!(st = cm_read_file(vpath, MAX_BPE_FILE, &vdata, &vlen)) &&
+             !(st = cm_read_file(mpath, MAX_BPE_FILE, &mdata, &mlen)))
+        st = cm_tokenizer_parse_bpe(vdata, vlen, vpath, mdata, mlen, mpath, pre, out);
+    free(vdata);
+    free(mdata);
+    free(other);
+    return st;
+}
+
 cm_status cm_tokenizer_open(const char *path, int vocab_size_hint, cm_tokenizer **out) {
     *out = NULL;
     if (!path) return cm_error(CM_ERR_ARG, "open tokenizer: path is NULL");
@@ -170,12 +343,13 @@ cm_status cm_tokenizer_open(const char *path, int vocab_size_hint, cm_tokenizer 
         if (!file) return cm_error(CM_ERR_NOMEM, "%s: out of memory", path);
         cm_status st;
         if (!cm_path_exists(file))
-            st = cm_error(CM_ERR_NOT_FOUND, "%s: the folder has no tokenizer.model", path);
+            st = cm_tokenizer_open_bpe(path, NULL, out);
         else
             st = cm_tokenizer_open(file, vocab_size_hint, out);
         free(file);
         return st;
     }
+    if (is_bpe_path(path)) return cm_tokenizer_open_bpe(path, NULL, out);
     cm_mmap *m;
     CM_TRY(cm_mmap_open(path, &m));
     cm_status st;
