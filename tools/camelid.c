@@ -55,6 +55,20 @@ int cli_parse(int argc, char **argv, arg_spec *specs, size_t n_specs, const char
     return 0;
 }
 
+int cli_open_model(const char *path, const char *tok_path, cm_model **m, const cm_tokenizer **tok,
+                   cm_tokenizer **owned_tok) {
+    *m = NULL;
+    *tok = NULL;
+    *owned_tok = NULL;
+    if (cm_model_open(path, m) != CM_OK) return cli_fail_status();
+    if (cm_model_tokenizer(*m, tok_path, tok, owned_tok) != CM_OK) {
+        cm_model_close(*m);
+        *m = NULL;
+        return cli_fail_status();
+    }
+    return 0;
+}
+
 int cli_default_threads(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;
@@ -68,6 +82,8 @@ static const char *main_help =
     "  tokenize   print the tokens of a text\n"
     "  convert    convert a model to a Hugging Face folder or a GGUF file\n"
     "  inspect    show a model's or tokenizer's config, tensors and vocabulary\n"
+    "  template   print the prompt a chat template makes of a conversation\n"
+    "  chat       talk with a model, turn by turn, through its chat template\n"
     "\n"
     "Every command accepts -t/--threads N and -h/--help. Run `camelid <command> --help` for its options.\n";
 
@@ -91,5 +107,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 2, argv + 2);
     if (!strcmp(cmd, "convert")) return cmd_convert(argc - 2, argv + 2);
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 2, argv + 2);
+    if (!strcmp(cmd, "template")) return cmd_template(argc - 2, argv + 2);
+    if (!strcmp(cmd, "chat")) return cmd_chat(argc - 2, argv + 2);
     return cli_fail("unknown command \"%s\" (see camelid --help)", cmd);
 }

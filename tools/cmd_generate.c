@@ -6,6 +6,7 @@
 #include "camelid/generate.h"
 #include "camelid/model.h"
 #include "commands.h"
+#include "sampling_opts.h"
 
 static const char *help =
     "usage: camelid generate MODEL [options]\n"
@@ -22,19 +23,8 @@ static const char *help =
     "  -p, --prompt TEXT       the prompt (default: none, generation starts from BOS)\n"
     "  -f, --file FILE         read the prompt from FILE\n"
     "  -n, --n-predict N       new tokens to generate (default 256; -1: until the context is full)\n"
-    "  -c, --ctx-size N        context length (default: the model's)\n"
-    "  --temperature T         sampling temperature (default 0.8; 0 = greedy)\n"
-    "  --temp T                same as --temperature\n"
-    "  --top-k K               keep the K most likely tokens (default 40; 0 = off)\n"
-    "  --top-p P               keep the smallest set with probability mass > P (default 0.95; 1 = off)\n"
-    "  --min-p P               drop tokens below P x the top probability (default 0.05; 0 = off)\n"
-    "  --repeat-penalty R      penalise recently seen tokens (default 1.0 = off)\n"
-    "  --repeat-last-n N       how many recent tokens the penalty looks at (default 64; -1 = all)\n"
-    "  --samplers LIST         order of the sampling stages, ';'-separated (default\n"
-    "                          \"top_k;top_p;min_p;temperature\", as llama.cpp; llama2.c's is "
-    "\"temperature;top_p\")\n"
+    "  -c, --ctx-size N        context length (default: the model's)\n" SAMPLING_OPTS_HELP
     "  --stop STR              stop before STR appears (repeatable)\n"
-    "  -s, --seed S            random seed (default: from the clock; printed to stderr)\n"
     "  --no-echo               print only the continuation, not the prompt\n"
     "  -t, --threads N         threads (default: all cores)\n"
     "  -h, --help              this help\n"
@@ -50,29 +40,19 @@ static int write_text(void *user, const char *text, size_t len) {
 }
 
 int cmd_generate(int argc, char **argv) {
-    const char *tok_path = NULL, *prompt = NULL, *prompt_file = NULL, *samplers = NULL;
+    const char *tok_path = NULL, *prompt = NULL, *prompt_file = NULL;
     int n_predict = 256, ctx = 0, threads = cli_default_threads();
-    bool no_echo = false, seed_given = false;
-    cm_sampler_params sp = cm_sampler_defaults();
+    bool no_echo = false;
+    sampling_opts so;
+    sampling_opts_init(&so);
     string_list stops = {0};
     arg_spec specs[] = {
-        {"tokenizer", 0, ARG_STRING, &tok_path, NULL},
-        {"prompt", 'p', ARG_STRING, &prompt, NULL},
-        {"file", 'f', ARG_STRING, &prompt_file, NULL},
-        {"n-predict", 'n', ARG_INT, &n_predict, NULL},
-        {"ctx-size", 'c', ARG_INT, &ctx, NULL},
-        {"temperature", 0, ARG_FLOAT, &sp.temperature, NULL},
-        {"temp", 0, ARG_FLOAT, &sp.temperature, NULL},
-        {"top-k", 0, ARG_INT, &sp.top_k, NULL},
-        {"top-p", 0, ARG_FLOAT, &sp.top_p, NULL},
-        {"min-p", 0, ARG_FLOAT, &sp.min_p, NULL},
-        {"repeat-penalty", 0, ARG_FLOAT, &sp.repeat_penalty, NULL},
-        {"repeat-last-n", 0, ARG_INT, &sp.repeat_last_n, NULL},
-        {"samplers", 0, ARG_STRING, &samplers, NULL},
-        {"stop", 0, ARG_STRINGS, &stops, NULL},
-        {"seed", 's', ARG_U64, &sp.seed, &seed_given},
-        {"no-echo", 0, ARG_FLAG, &no_echo, NULL},
+        {"tokenizer", 0, ARG_STRING, &tok_path, NULL}, {"prompt", 'p', ARG_STRING, &prompt, NULL},
+        {"file", 'f', ARG_STRING, &prompt_file, NULL}, {"n-predict", 'n', ARG_INT, &n_predict, NULL},
+        {"ctx-size", 'c', ARG_INT, &ctx, NULL},        {"stop", 0, ARG_STRINGS, &stops, NULL},
+        {"no-echo", 0, ARG_FLAG, &no_echo, NULL},      [7 + SAMPLING_OPTS_N_SPECS - 1] = {0},
     };
+    sampling_opts_specs(&so, specs + 7);
     const char **pos = calloc((size_t)argc + 1, sizeof *pos);
     int n_pos = 0;
     int rc = cli_parse(argc, argv, specs, sizeof specs / sizeof *specs, help, &threads, pos, &n_pos);
@@ -109,12 +89,8 @@ int cmd_generate(int argc, char **argv) {
         cli_fail("--ctx-size must be positive");
         goto out;
     }
-    if (!seed_given) sp.seed = (uint64_t)time(NULL);
-    if ((samplers && cm_sampler_parse_order(samplers, &sp) != CM_OK) ||
-        cm_sampler_params_validate(&sp) != CM_OK) {
-        cli_fail_status();
-        goto out;
-    }
+    if (sampling_opts_resolve(&so) != 0) goto out;
+    const cm_sampler_params sp = so.params;
     if (prompt_file) {
         size_t len;
         if (cli_read_input(prompt_file, &file_prompt, &len) != 0) goto out;
@@ -124,11 +100,7 @@ int cmd_generate(int argc, char **argv) {
         }
         prompt = file_prompt;
     }
-    if (cm_model_open(model_path, &m) != CM_OK ||
-        cm_model_tokenizer(m, tok_path, &tok, &owned_tok) != CM_OK) {
-        cli_fail_status();
-        goto out;
-    }
+    if (cli_open_model(model_path, tok_path, &m, &tok, &owned_tok) != 0) goto out;
     if (ctx == 0) ctx = m->cfg.seq_len;
     const char *text = prompt ? prompt : "";
     bool add_bos = cm_tokenizer_add_bos(tok) && cm_tokenizer_bos(tok) >= 0;
@@ -157,6 +129,7 @@ int cmd_generate(int argc, char **argv) {
         cli_fail_status();
         goto out;
     }
+    free(res.tokens);
     fputc('\n', stdout);
     if (fflush(stdout) != 0 || ferror(stdout)) {
         cli_fail("stdout: write failed");

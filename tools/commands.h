@@ -10,6 +10,8 @@ int cmd_generate(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
+int cmd_template(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
 
 /* Print "camelid: error: ..." (one line) to stderr and return 1. */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -18,6 +20,12 @@ int cli_fail_status(void);
 int cli_parse(int argc, char **argv, arg_spec *specs, size_t n_specs, const char *help, int *threads,
               const char **positional, int *n_positional);
 int cli_default_threads(void);
+struct cm_model;
+struct cm_tokenizer;
+/* Open MODEL and the tokenizer to use with it (--tokenizer, else its own or one beside it). Reports errors;
+ * returns 0 or 1. *owned_tok is closed by the caller (NULL when the model's own is used). */
+int cli_open_model(const char *path, const char *tok_path, struct cm_model **m,
+                   const struct cm_tokenizer **tok, struct cm_tokenizer **owned_tok);
 /* Read a whole file ("-" = stdin) byte for byte. */
 int cli_read_input(const char *path, char **data, size_t *len);
 

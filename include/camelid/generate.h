@@ -15,6 +15,10 @@ typedef struct cm_generate_params {
     const char *const *stop; /* stop strings (the text before the first match is kept) */
     int n_stop;
     bool echo_prompt; /* stream the prompt's text first */
+    /* Leading prompt tokens already in the state's cache (a chat's earlier turns): only the rest is run. */
+    int n_cached;
+    const int32_t *stop_tokens; /* further end-of-generation ids (e.g. a template's <|eot_id|>) */
+    int n_stop_tokens;
 } cm_generate_params;
 
 typedef enum {
@@ -27,6 +31,8 @@ typedef enum {
 
 typedef struct cm_generate_result {
     int n_prompt, n_generated;
+    int n_cached;    /* positions of the state's cache that now hold valid keys/values */
+    int32_t *tokens; /* the generated ids (n_generated), malloc'd: the caller frees */
     double prompt_seconds, generate_seconds;
     cm_stop_reason stop;
 } cm_generate_result;
@@ -37,7 +43,8 @@ typedef int (*cm_text_callback)(void *user, const char *text, size_t len);
 
 const char *cm_stop_reason_name(cm_stop_reason r);
 
-/* Run the prompt (positions 0..n_prompt-1 of a fresh state), then sample until a stop rule fires. */
+/* Run the prompt (positions n_cached..n_prompt-1; the cache holds the first n_cached), then sample until a
+ * stop rule fires. */
 cm_status cm_generate(const cm_model *m, const cm_tokenizer *tok, cm_state *state, cm_sampler *sampler,
                       const int32_t *prompt, int n_prompt, const cm_generate_params *params,
                       cm_text_callback on_text, void *user, cm_generate_result *result);

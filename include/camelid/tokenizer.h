@@ -30,11 +30,13 @@ typedef enum {
 typedef struct cm_tokenizer cm_tokenizer;
 struct cm_gguf;
 
-/* Open a tokenizer from a file (tokenizer.model, tokenizer.bin / *.bin in llama2.c format, *.gguf, a
- * byte-level BPE pair vocab.json/merges.txt or encoder.json/vocab.bpe: either file of a pair, the other is
- * found beside it) or a folder holding tokenizer.model (else vocab.json + merges.txt). For llama2.c files,
- * which carry no vocab size, `vocab_size_hint` > 0 gives it (otherwise tokens are read to the end of the
- * file). */
+/* Open a tokenizer from a file (HF tokenizer.json (any name ending in "tokenizer.json"), tokenizer.model,
+ * tokenizer.bin / *.bin in llama2.c format, *.gguf, a byte-level BPE pair vocab.json/merges.txt or
+ * encoder.json/vocab.bpe: either file of a pair, the other is found beside it) or a folder holding
+ * tokenizer.json (else tokenizer.model, else vocab.json + merges.txt). A tokenizer_config.json in the folder
+ * (or beside a file named tokenizer.json or tokenizer.model) is applied on top
+ * (cm_tokenizer_apply_hf_config). For llama2.c files, which carry no vocab size, `vocab_size_hint` > 0 gives
+ * it (otherwise tokens are read to the end of the file). */
 cm_status cm_tokenizer_open(const char *path, int vocab_size_hint, cm_tokenizer **out);
 /* Parse a caller-owned buffer in a given format ("model" protobuf or "llama2c"); `name` is used in errors.
  * Drives the fuzz targets. */
@@ -60,6 +62,20 @@ cm_status cm_tokenizer_open_bpe(const char *path, const char *pre, cm_tokenizer 
 cm_status cm_tokenizer_parse_bpe(const char *vocab_json, size_t vocab_len, const char *vocab_name,
                                  const char *merges, size_t merges_len, const char *merges_name,
                                  const char *pre, cm_tokenizer **out);
+/* HF tokenizers' tokenizer.json from a caller-owned buffer; `name` is used in errors. Two families:
+ * byte-level BPE (pre_tokenizer ByteLevel, or a Sequence of a Split whose regex is GPT-2's or Llama 3's and a
+ * ByteLevel; model.ignore_merges is honoured) and SentencePiece-style BPE as Llama 2's tokenizer.json has it
+ * (byte_fallback, "▁" pieces, a Prepend/Replace normalizer or a Metaspace pre-tokenizer), which becomes a
+ * SentencePiece tokenizer whose scores follow the merge order (a piece scores -(rank of the first merge that
+ * makes it)). added_tokens become CONTROL (special) or USER_DEFINED tokens; a TemplateProcessing
+ * post-processor that starts with a special token makes it BOS and sets add_bos. Other model types
+ * (Unigram, WordPiece, WordLevel) give CM_ERR_UNSUPPORTED. Drives the fuzz target. */
+cm_status cm_tokenizer_parse_hf_json(const char *json, size_t len, const char *name, cm_tokenizer **out);
+/* Apply an HF tokenizer_config.json: bos_token, eos_token, unk_token, pad_token (a string or {"content":
+ * ...}, looked up in the vocabulary), add_bos_token, add_eos_token and chat_template (a string, or a list of
+ * {name, template} from which "default" is taken). Keys that are absent or null leave the tokenizer as it is.
+ */
+cm_status cm_tokenizer_apply_hf_config(cm_tokenizer *t, const char *json, size_t len, const char *name);
 void cm_tokenizer_close(cm_tokenizer *t);
 
 cm_tokenizer_kind cm_tokenizer_kind_of(const cm_tokenizer *t);
@@ -72,6 +88,10 @@ bool cm_tokenizer_add_bos(const cm_tokenizer *t); /* does the model expect BOS f
 const char *cm_tokenizer_piece(const cm_tokenizer *t, int id, size_t *len);
 float cm_tokenizer_score(const cm_tokenizer *t, int id);
 cm_token_type cm_tokenizer_type(const cm_tokenizer *t, int id);
+/* The Jinja chat template (from tokenizer_config.json or GGUF tokenizer.chat_template), NULL if none. */
+const char *cm_tokenizer_chat_template(const cm_tokenizer *t);
+/* Replace it (a copy is kept); NULL removes it. */
+cm_status cm_tokenizer_set_chat_template(cm_tokenizer *t, const char *jinja);
 /* Is this an end-of-generation token (EOS, or another the vocabulary marks so, e.g. <|eot_id|>)? */
 bool cm_tokenizer_is_eog(const cm_tokenizer *t, int id);
 
@@ -111,12 +131,21 @@ size_t cm_detokenizer_flush(cm_detokenizer *d, char *out, size_t cap);
 cm_status cm_tokenizer_decode(const cm_tokenizer *t, const int32_t *ids, size_t n, char **text, size_t *len);
 size_t cm_tokenizer_max_piece_len(const cm_tokenizer *t);
 
-/* Writers (SentencePiece only; byte-level BPE gives CM_ERR_UNSUPPORTED): SentencePiece tokenizer.model
- * (loadable by sentencepiece and transformers' LlamaTokenizer) and the GGUF tokenizer.ggml.* keys. */
+/* Writers. SentencePiece only (byte-level BPE gives CM_ERR_UNSUPPORTED): tokenizer.model (loadable by
+ * sentencepiece and transformers' LlamaTokenizer). Both families: the GGUF tokenizer.ggml.* keys (+
+ * tokenizer.chat_template) and HF tokenizer.json. */
 cm_status cm_tokenizer_save_spm_model(const cm_tokenizer *t, const char *path);
 /* The same tokenizer.model bytes in a malloc'd buffer (caller frees). */
 cm_status cm_tokenizer_serialize_spm_model(const cm_tokenizer *t, uint8_t **data, size_t *size);
 struct cm_gguf_writer;
 cm_status cm_tokenizer_write_gguf(const cm_tokenizer *t, struct cm_gguf_writer *w);
+/* tokenizer.json as HF tokenizers loads it. SentencePiece: Llama 2's layout (normalizer Prepend "▁" + Replace
+ * " " -> "▁", model BPE with byte_fallback and merges derived from the pieces and scores so that HF's BPE
+ * reproduces the SentencePiece tokenization). Byte-level BPE: Split(regex) + ByteLevel (Llama 3) or
+ * ByteLevel with its regex (GPT-2), the merges, ignore_merges, added_tokens for CONTROL/USER_DEFINED tokens.
+ * Written atomically. */
+cm_status cm_tokenizer_save_hf_json(const cm_tokenizer *t, const char *path);
+/* The same text in a malloc'd NUL-terminated buffer (caller frees). */
+cm_status cm_tokenizer_serialize_hf_json(const cm_tokenizer *t, char **json, size_t *len);
 
 #endif

@@ -152,10 +152,12 @@ cm_status cm_model_open_hf(const char *path, cm_model **out) {
     if ((st = open_shards(m, dir, is_dir ? NULL : path, &set)) != CM_OK) goto fail;
     /* a tied model may still store lm_head; an untied one must */
     if ((st = cm_model_bind(m, &cm_names_hf, shard_lookup, &set, path)) != CM_OK) goto fail;
-    char *tok_path = cm_path_join(dir, "tokenizer.model");
-    if (tok_path && cm_path_exists(tok_path))
-        st = cm_tokenizer_open(tok_path, m->cfg.vocab_size, &m->tokenizer);
-    free(tok_path);
+    /* the folder's tokenizer (tokenizer.json, else tokenizer.model, + tokenizer_config.json) */
+    char *tok_json = cm_path_join(dir, "tokenizer.json"), *tok_model = cm_path_join(dir, "tokenizer.model");
+    if ((tok_json && cm_path_exists(tok_json)) || (tok_model && cm_path_exists(tok_model)))
+        st = cm_tokenizer_open(dir, m->cfg.vocab_size, &m->tokenizer);
+    free(tok_json);
+    free(tok_model);
     if (st != CM_OK) goto fail;
     free(set.shards);
     free(config_path);
@@ -219,11 +221,19 @@ static json_t *piece_json(const cm_tokenizer *tok, int id) {
 }
 
 static cm_status write_tokenizer_files(const cm_model *m, const cm_tokenizer *tok, const char *dir) {
-    char *path = cm_path_join(dir, "tokenizer.model");
+    bool spm = cm_tokenizer_kind_of(tok) == CM_TOKENIZER_SPM;
+    char *path = cm_path_join(dir, "tokenizer.json");
     if (!path) return cm_error(CM_ERR_NOMEM, "out of memory");
-    cm_status st = cm_tokenizer_save_spm_model(tok, path);
+    cm_status st = cm_tokenizer_save_hf_json(tok, path);
     free(path);
     CM_TRY(st);
+    if (spm) {
+        path = cm_path_join(dir, "tokenizer.model");
+        if (!path) return cm_error(CM_ERR_NOMEM, "out of memory");
+        st = cm_tokenizer_save_spm_model(tok, path);
+        free(path);
+        CM_TRY(st);
+    }
     json_t *cfg = json_object();
     json_object_set_new(cfg, "add_bos_token", json_boolean(cm_tokenizer_add_bos(tok)));
     json_object_set_new(cfg, "add_eos_token", json_false());
@@ -232,10 +242,13 @@ static cm_status write_tokenizer_files(const cm_model *m, const cm_tokenizer *to
     json_object_set_new(cfg, "unk_token", piece_json(tok, cm_tokenizer_unk(tok)));
     json_object_set_new(cfg, "pad_token", json_null());
     json_object_set_new(cfg, "clean_up_tokenization_spaces", json_false());
-    json_object_set_new(cfg, "legacy", json_true());
+    if (spm) json_object_set_new(cfg, "legacy", json_true());
     json_object_set_new(cfg, "model_max_length", json_integer(m->cfg.seq_len));
-    json_object_set_new(cfg, "sp_model_kwargs", json_object());
-    json_object_set_new(cfg, "tokenizer_class", json_string("LlamaTokenizer"));
+    if (spm) json_object_set_new(cfg, "sp_model_kwargs", json_object());
+    if (cm_tokenizer_chat_template(tok))
+        json_object_set_new(cfg, "chat_template", json_string(cm_tokenizer_chat_template(tok)));
+    /* transformers' LlamaTokenizerFast reads tokenizer.json alone; LlamaTokenizer needs tokenizer.model */
+    json_object_set_new(cfg, "tokenizer_class", json_string(spm ? "LlamaTokenizer" : "LlamaTokenizerFast"));
     CM_TRY(write_json(dir, "tokenizer_config.json", cfg));
     json_t *special = json_object();
     json_object_set_new(special, "bos_token", piece_json(tok, cm_tokenizer_bos(tok)));

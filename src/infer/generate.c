@@ -123,7 +123,9 @@ cm_status cm_generate(const cm_model *m, const cm_tokenizer *tok, cm_state *stat
     }
 
     double t0 = now_seconds();
-    st = cm_forward(m, state, prompt, n_prompt, 0, logits, false);
+    /* the last prompt token always runs again: its logits are needed */
+    int cached = gp->n_cached < 0 ? 0 : gp->n_cached > n_prompt - 1 ? n_prompt - 1 : gp->n_cached;
+    st = cm_forward(m, state, prompt + cached, n_prompt - cached, cached, logits, false);
     if (st != CM_OK) goto done;
     double t1 = now_seconds();
     result->prompt_seconds = t1 - t0;
@@ -133,7 +135,9 @@ cm_status cm_generate(const cm_model *m, const cm_tokenizer *tok, cm_state *stat
     while (!caller_stop && result->n_generated < max_new) {
         int next = cm_sampler_sample(sampler, logits, history, n_hist);
         int bos = cm_tokenizer_bos(tok);
-        if (cm_tokenizer_is_eog(tok, next) || (bos >= 0 && next == bos)) {
+        bool stop_token = false;
+        for (int i = 0; i < gp->n_stop_tokens; i++) stop_token |= next == gp->stop_tokens[i];
+        if (stop_token || cm_tokenizer_is_eog(tok, next) || (bos >= 0 && next == bos)) {
             result->stop = CM_STOP_EOS;
             break;
         }
@@ -167,6 +171,13 @@ cm_status cm_generate(const cm_model *m, const cm_tokenizer *tok, cm_state *stat
         pending_emit(&pending, pending.len, on_text, user);
     }
     result->generate_seconds = now_seconds() - t1;
+    result->n_cached = pos;
+    result->tokens = malloc((size_t)(result->n_generated ? result->n_generated : 1) * sizeof *result->tokens);
+    if (!result->tokens) {
+        st = cm_error(CM_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    memcpy(result->tokens, history + n_prompt, (size_t)result->n_generated * sizeof *result->tokens);
 done:
     free(history);
     free(logits);

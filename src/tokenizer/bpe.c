@@ -58,6 +58,27 @@ void cm_bpe_free(struct cm_bpe *b) {
     free(b);
 }
 
+cm_bpe_pre cm_bpe_pre_of(const cm_tokenizer *t) {
+    return t->bpe->pre;
+}
+
+bool cm_bpe_ignore_merges(const cm_tokenizer *t) {
+    return t->bpe->ignore_merges;
+}
+
+void cm_bpe_set_ignore_merges(cm_tokenizer *t, bool on) {
+    t->bpe->ignore_merges = on;
+}
+
+size_t cm_bpe_n_merges(const cm_tokenizer *t) {
+    return t->bpe->n_merges;
+}
+
+void cm_bpe_merge(const cm_tokenizer *t, size_t rank, int32_t *left, int32_t *right) {
+    *left = t->bpe->m_left[rank];
+    *right = t->bpe->m_right[rank];
+}
+
 static bool b2u_printable(int b) {
     return (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
 }
@@ -231,6 +252,26 @@ static size_t count_lines(const char *s, size_t n) {
     return k;
 }
 
+/* The names of Llama 3.1+'s special tokens 128000..128255 (Meta's tokenizer): a few named ones, the rest
+ * reserved_special_token_N. */
+static void llama3_special_name(int k, char *out, size_t cap) {
+    static const char *const named[] = {"<|begin_of_text|>",
+                                        "<|end_of_text|>",
+                                        "<|reserved_special_token_0|>",
+                                        "<|reserved_special_token_1|>",
+                                        "<|finetune_right_pad_id|>",
+                                        "<|reserved_special_token_2|>",
+                                        "<|start_header_id|>",
+                                        "<|end_header_id|>",
+                                        "<|eom_id|>",
+                                        "<|eot_id|>",
+                                        "<|python_tag|>"};
+    if (k < (int)(sizeof named / sizeof *named))
+        snprintf(out, cap, "%s", named[k]);
+    else
+        snprintf(out, cap, "<|reserved_special_token_%d|>", k - 8);
+}
+
 cm_status cm_tokenizer_parse_bpe(const char *vocab_json, size_t vocab_len, const char *vocab_name,
                                  const char *merges, size_t merges_len, const char *merges_name,
                                  const char *pre, cm_tokenizer **out) {
@@ -290,16 +331,18 @@ cm_status cm_tokenizer_parse_bpe(const char *vocab_json, size_t vocab_len, const
     }
     /* n distinct ids in 0..n-1: every id is present */
     if (pre_id < 0) pre_id = n >= 128000 ? CM_BPE_PRE_LLAMA3 : CM_BPE_PRE_GPT2;
-    size_t extra = pre_id == CM_BPE_PRE_LLAMA3 && n == 128000 ? 2 : 0;
+    /* Llama 3's encoder.json holds the 128,000 regular tokens only; its 256 special tokens follow them */
+    size_t extra = pre_id == CM_BPE_PRE_LLAMA3 && n == 128000 ? 256 : 0;
     if ((st = cm_spm_alloc(n + extra, vocab_name, &t))) goto done;
     for (size_t i = 0; i < n && !st; i++)
         st = cm_spm_set_piece(t, (int)i, piece[i], plen[i], 0.0f,
                               is_special_piece(piece[i], plen[i]) ? CM_TOKEN_CONTROL : CM_TOKEN_NORMAL,
                               vocab_name);
-    if (!st && extra)
-        st = cm_spm_set_piece(t, (int)n, "<|begin_of_text|>", 17, 0.0f, CM_TOKEN_CONTROL, vocab_name);
-    if (!st && extra)
-        st = cm_spm_set_piece(t, (int)n + 1, "<|end_of_text|>", 15, 0.0f, CM_TOKEN_CONTROL, vocab_name);
+    for (size_t k = 0; k < extra && !st; k++) {
+        char name[48];
+        llama3_special_name((int)k, name, sizeof name);
+        st = cm_spm_set_piece(t, (int)(n + k), name, strlen(name), 0.0f, CM_TOKEN_CONTROL, vocab_name);
+    }
     if (st) goto done;
     json_decref(root);
     root = NULL;

@@ -33,6 +33,12 @@ void cm_bpe_free(struct cm_bpe *b);
 
 cm_status cm_bpe_encode(const cm_tokenizer *t, const char *text, size_t len, bool add_bos, bool add_eos,
                         bool parse_special, int32_t **ids, size_t *n_ids);
+/* Read back what a writer needs: the pre-tokenizer, ignore_merges and the merges in rank order. */
+cm_bpe_pre cm_bpe_pre_of(const cm_tokenizer *t);
+bool cm_bpe_ignore_merges(const cm_tokenizer *t);
+void cm_bpe_set_ignore_merges(cm_tokenizer *t, bool on);
+size_t cm_bpe_n_merges(const cm_tokenizer *t);
+void cm_bpe_merge(const cm_tokenizer *t, size_t rank, int32_t *left, int32_t *right);
 /* The bytes piece `id` stands for, written to out (room for the piece's stored length); returns the count. */
 size_t cm_bpe_piece_bytes(const cm_tokenizer *t, int id, unsigned char *out);
 

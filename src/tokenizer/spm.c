@@ -225,6 +225,7 @@ void cm_tokenizer_close(cm_tokenizer *t) {
     free(t->type);
     free(t->slots);
     cm_bpe_free(t->bpe);
+    free(t->chat_template);
     free(t);
 }
 

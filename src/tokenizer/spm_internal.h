@@ -32,7 +32,8 @@ struct cm_tokenizer {
     bool words_independent;        /* no piece spans a word start (see cm_spm_finish): merge word by word */
     int n_set;                     /* builder state: pieces set so far */
     size_t blob_size, blob_cap;
-    struct cm_bpe *bpe; /* byte-level BPE state (kind CM_TOKENIZER_BPE), else NULL; see bpe_internal.h */
+    struct cm_bpe *bpe;  /* byte-level BPE state (kind CM_TOKENIZER_BPE), else NULL; see bpe_internal.h */
+    char *chat_template; /* Jinja source (tokenizer_config.json / tokenizer.chat_template), NULL if none */
 };
 
 /* Builder: allocate `n` empty pieces, set each with cm_spm_set_piece, then cm_spm_finish (builds the hash
@@ -47,6 +48,11 @@ cm_status cm_spm_finish(cm_tokenizer *t, const char *name);
 int cm_spm_lookup(const cm_tokenizer *t, const char *s, size_t len);
 /* 0..255 if `piece` is exactly "<0xXX>" (upper-case hex, as sentencepiece writes it), else -1. */
 int cm_spm_byte_piece_value(const char *piece, size_t len);
+
+/* tokenizer.json from a file (hf_json.c). */
+cm_status cm_tokenizer_open_hf_json_file(const char *path, cm_tokenizer **out);
+/* Apply dir/tokenizer_config.json if it exists. */
+cm_status cm_tokenizer_apply_hf_config_file(cm_tokenizer *t, const char *dir);
 
 /* Serialize as a SentencePiece ModelProto (heap buffer, caller frees). */
 cm_status cm_spm_serialize_model(const cm_tokenizer *t, uint8_t **data, size_t *size);

@@ -68,6 +68,21 @@ static cm_status load_gguf_pieces(const cm_gguf *g, cm_tokenizer *t, uint64_t n)
     return CM_OK;
 }
 
+/* tokenizer.chat_template, if present. */
+static cm_status gguf_chat_template(const cm_gguf *g, cm_tokenizer *t) {
+    if (cm_gguf_find(g, "tokenizer.chat_template") < 0) return CM_OK;
+    const char *s;
+    size_t len;
+    CM_TRY(cm_gguf_get_str(g, "tokenizer.chat_template", &s, &len));
+    char *copy = malloc(len + 1);
+    if (!copy) return cm_error(CM_ERR_NOMEM, "%s: out of memory for the chat template", cm_gguf_path(g));
+    memcpy(copy, s, len);
+    copy[len] = 0;
+    free(t->chat_template);
+    t->chat_template = copy;
+    return CM_OK;
+}
+
 /* Byte-level BPE (tokenizer.ggml.model "gpt2"): tokens, token_type, merges, special ids, pre. `pre` >= 0
  * overrides tokenizer.ggml.pre. */
 static cm_status bpe_from_gguf(const cm_gguf *g, int pre, cm_tokenizer **out) {
@@ -137,6 +152,7 @@ static cm_status bpe_from_gguf(const cm_gguf *g, int pre, cm_tokenizer **out) {
         }
         st = cm_bpe_add_merge(t, s, (size_t)(sp - s), sp + 1, (size_t)(s + len - sp - 1), where);
     }
+    if (!st) st = gguf_chat_template(g, t);
     if (st) {
         cm_tokenizer_close(t);
         return st;
@@ -193,13 +209,59 @@ cm_status cm_tokenizer_from_gguf(const cm_gguf *g, cm_tokenizer **out) {
     if (t->eos >= t->n_vocab) t->eos = -1;
     if (t->unk >= t->n_vocab) t->unk = -1;
     CM_TRY(cm_spm_finish(t, name));
+    st = gguf_chat_template(g, t);
+    if (st) {
+        cm_tokenizer_close(t);
+        return st;
+    }
     *out = t;
     return CM_OK;
 }
 
+/* Byte-level BPE: tokenizer.ggml.model "gpt2", pre, tokens, token_type, merges "A B". */
+static cm_status write_gguf_bpe(const cm_tokenizer *t, struct cm_gguf_writer *w, const char **pieces,
+                                const size_t *lens, const int32_t *types) {
+    size_t n = (size_t)t->n_vocab, nm = cm_bpe_n_merges(t);
+    char **merges = calloc(nm ? nm : 1, sizeof *merges);
+    size_t *mlens = calloc(nm ? nm : 1, sizeof *mlens);
+    cm_status st = CM_OK;
+    if (!merges || !mlens)
+        st = cm_error(CM_ERR_NOMEM, "write GGUF tokenizer: out of memory for %zu merges", nm);
+    for (size_t i = 0; i < nm && !st; i++) {
+        int32_t a, b;
+        cm_bpe_merge(t, i, &a, &b);
+        if (memchr(pieces[a], ' ', lens[a]) || memchr(pieces[b], ' ', lens[b])) {
+            st = cm_error(
+                CM_ERR_UNSUPPORTED,
+                "write GGUF tokenizer: merge %zu has a token with a space, which \"A B\" cannot hold", i);
+            break;
+        }
+        mlens[i] = lens[a] + 1 + lens[b];
+        if (!(merges[i] = malloc(mlens[i]))) {
+            st = cm_error(CM_ERR_NOMEM, "write GGUF tokenizer: out of memory for merges");
+            break;
+        }
+        memcpy(merges[i], pieces[a], lens[a]);
+        merges[i][lens[a]] = ' ';
+        memcpy(merges[i] + lens[a] + 1, pieces[b], lens[b]);
+    }
+    if (!st) st = cm_gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2");
+    if (!st)
+        st = cm_gguf_writer_set_str(w, "tokenizer.ggml.pre",
+                                    cm_bpe_pre_of(t) == CM_BPE_PRE_LLAMA3 ? "llama-bpe" : "gpt-2");
+    if (!st) st = cm_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", pieces, lens, n);
+    if (!st) st = cm_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", CM_GGUF_INT32, types, n);
+    if (!st)
+        st = cm_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)merges, mlens, nm);
+    if (!st && t->eot >= 0) st = cm_gguf_writer_set_u32(w, "tokenizer.ggml.eot_token_id", (uint32_t)t->eot);
+    if (!st && t->eom >= 0) st = cm_gguf_writer_set_u32(w, "tokenizer.ggml.eom_token_id", (uint32_t)t->eom);
+    for (size_t i = 0; merges && i < nm; i++) free(merges[i]);
+    free(merges);
+    free(mlens);
+    return st;
+}
+
 cm_status cm_tokenizer_write_gguf(const cm_tokenizer *t, struct cm_gguf_writer *w) {
-    if (t->kind != CM_TOKENIZER_SPM)
-        return cm_error(CM_ERR_UNSUPPORTED, "write GGUF tokenizer: byte-level BPE cannot be written yet");
     size_t n = (size_t)t->n_vocab;
     const char **pieces = malloc(n * sizeof *pieces);
     size_t *lens = malloc(n * sizeof *lens);
@@ -214,10 +276,14 @@ cm_status cm_tokenizer_write_gguf(const cm_tokenizer *t, struct cm_gguf_writer *
         lens[i] = t->offset[i + 1] - t->offset[i];
         types[i] = t->type[i];
     }
-    st = cm_gguf_writer_set_str(w, "tokenizer.ggml.model", "llama");
-    if (!st) st = cm_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", pieces, lens, n);
-    if (!st) st = cm_gguf_writer_set_arr(w, "tokenizer.ggml.scores", CM_GGUF_FLOAT32, t->score, n);
-    if (!st) st = cm_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", CM_GGUF_INT32, types, n);
+    if (t->kind == CM_TOKENIZER_BPE) {
+        st = write_gguf_bpe(t, w, pieces, lens, types);
+    } else {
+        st = cm_gguf_writer_set_str(w, "tokenizer.ggml.model", "llama");
+        if (!st) st = cm_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", pieces, lens, n);
+        if (!st) st = cm_gguf_writer_set_arr(w, "tokenizer.ggml.scores", CM_GGUF_FLOAT32, t->score, n);
+        if (!st) st = cm_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", CM_GGUF_INT32, types, n);
+    }
     if (!st && t->bos >= 0) st = cm_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)t->bos);
     if (!st && t->eos >= 0) st = cm_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)t->eos);
     if (!st && t->unk >= 0)
@@ -226,8 +292,9 @@ cm_status cm_tokenizer_write_gguf(const cm_tokenizer *t, struct cm_gguf_writer *
         st = cm_gguf_writer_set_u32(w, "tokenizer.ggml.padding_token_id", (uint32_t)t->pad);
     if (!st) st = cm_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", t->add_bos);
     if (!st) st = cm_gguf_writer_set_bool(w, "tokenizer.ggml.add_eos_token", t->add_eos);
-    if (!st && !t->add_dummy_prefix)
+    if (!st && t->kind == CM_TOKENIZER_SPM && !t->add_dummy_prefix)
         st = cm_gguf_writer_set_bool(w, "tokenizer.ggml.add_space_prefix", false);
+    if (!st && t->chat_template) st = cm_gguf_writer_set_str(w, "tokenizer.chat_template", t->chat_template);
 done:
     free(pieces);
     free(lens);
@@ -298,7 +365,8 @@ cm_status cm_tokenizer_open_bpe(const char *path, const char *pre, cm_tokenizer 
         }
         return cm_error(
             CM_ERR_NOT_FOUND,
-            "%s: the folder has no tokenizer.model (nor vocab.json + merges.txt or encoder.json + vocab.bpe)",
+            "%s: the folder has no tokenizer.model or tokenizer.json (nor vocab.json + merges.txt or "
+            "encoder.json + vocab.bpe)",
             path);
     }
     if (!is_bpe_path(path)) {
@@ -335,20 +403,55 @@ cm_status cm_tokenizer_open_bpe(const char *path, const char *pre, cm_tokenizer 
     return st;
 }
 
+static cm_status open_file(const char *path, int vocab_size_hint, cm_tokenizer **out);
+
 cm_status cm_tokenizer_open(const char *path, int vocab_size_hint, cm_tokenizer **out) {
     *out = NULL;
     if (!path) return cm_error(CM_ERR_ARG, "open tokenizer: path is NULL");
     if (cm_path_is_dir(path)) {
-        char *file = cm_path_join(path, "tokenizer.model");
-        if (!file) return cm_error(CM_ERR_NOMEM, "%s: out of memory", path);
+        char *json = cm_path_join(path, "tokenizer.json"), *model = cm_path_join(path, "tokenizer.model");
         cm_status st;
-        if (!cm_path_exists(file))
-            st = cm_tokenizer_open_bpe(path, NULL, out);
+        if (!json || !model)
+            st = cm_error(CM_ERR_NOMEM, "%s: out of memory", path);
+        else if (cm_path_exists(json))
+            st = cm_tokenizer_open_hf_json_file(json, out);
+        else if (cm_path_exists(model))
+            st = open_file(model, vocab_size_hint, out);
         else
-            st = cm_tokenizer_open(file, vocab_size_hint, out);
-        free(file);
+            st = cm_tokenizer_open_bpe(path, NULL, out);
+        free(json);
+        free(model);
+        if (!st && (st = cm_tokenizer_apply_hf_config_file(*out, path))) {
+            cm_tokenizer_close(*out);
+            *out = NULL;
+        }
         return st;
     }
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    bool hf_name = strcmp(base, "tokenizer.json") == 0 || strcmp(base, "tokenizer.model") == 0;
+    if (cm_path_has_suffix(path, "tokenizer.json") || hf_name) {
+        cm_status st;
+        if (cm_path_has_suffix(path, "tokenizer.json"))
+            st = cm_tokenizer_open_hf_json_file(path, out);
+        else
+            st = open_file(path, vocab_size_hint, out);
+        if (!st && hf_name) {
+            char *dir = cm_path_dirname(path);
+            st = dir ? cm_tokenizer_apply_hf_config_file(*out, dir) : cm_error(CM_ERR_NOMEM, "out of memory");
+            free(dir);
+            if (st) {
+                cm_tokenizer_close(*out);
+                *out = NULL;
+            }
+        }
+        return st;
+    }
+    return open_file(path, vocab_size_hint, out);
+}
+
+/* A single file that is not tokenizer.json. */
+static cm_status open_file(const char *path, int vocab_size_hint, cm_tokenizer **out) {
     if (is_bpe_path(path)) return cm_tokenizer_open_bpe(path, NULL, out);
     cm_mmap *m;
     CM_TRY(cm_mmap_open(path, &m));

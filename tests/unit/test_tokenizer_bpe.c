@@ -268,11 +268,19 @@ static void test_llama3(void) {
     CHECK_OK(
         cm_tokenizer_open(cm_test_shared("tokenizers/llama3-bpe/vocab.bpe"), 0, &t2)); /* llama3 by size */
     if (t) {
-        CHECK(cm_tokenizer_vocab_size(t) == 128002);
+        CHECK(cm_tokenizer_vocab_size(t) == 128256);
         CHECK(cm_tokenizer_bos(t) == 128000);
         CHECK(cm_tokenizer_eos(t) == 128001);
         CHECK(cm_tokenizer_add_bos(t));
         CHECK(cm_tokenizer_type(t, 128000) == CM_TOKEN_CONTROL);
+        /* the 256 specials follow Meta's names; <|eot_id|> ends a turn */
+        size_t plen;
+        const char *p = cm_tokenizer_piece(t, 128009, &plen);
+        CHECK(plen == 10 && memcmp(p, "<|eot_id|>", 10) == 0);
+        CHECK(cm_tokenizer_is_eog(t, 128009) && cm_tokenizer_is_eog(t, 128008));
+        p = cm_tokenizer_piece(t, 128255, &plen);
+        CHECK(plen == strlen("<|reserved_special_token_247|>") &&
+              memcmp(p, "<|reserved_special_token_247|>", plen) == 0);
         check_vectors(t, &v, "llama3 encoder.json");
         check_round_trips(t, "llama3", 300);
         int32_t *ids = NULL;
