@@ -23,6 +23,10 @@ typedef enum {
     CM_DTYPE_I64,
     CM_DTYPE_U64,
     CM_DTYPE_BOOL,
+    /* ggml block-quantized weights (FACTS 4.1), byte-compatible with GGUF */
+    CM_DTYPE_Q8_0, /* 32 elements: fp16 d, int8 qs[32] */
+    CM_DTYPE_Q4_0, /* 32 elements: fp16 d, 16 bytes of nibbles */
+    CM_DTYPE_Q6_K, /* 256 elements: ql[128], qh[64], int8 scales[16], fp16 d */
     CM_DTYPE_COUNT
 } cm_dtype;
 
@@ -35,8 +39,10 @@ cm_status cm_dtype_nbytes(cm_dtype t, uint64_t n, size_t *out);
 const char *cm_dtype_name(cm_dtype t);
 /* Parse a safetensors dtype name; returns 0 on success. */
 int cm_dtype_from_name(const char *name, cm_dtype *out);
-/* Can the model's matmuls read weights of this type? */
+/* F32, F16 or BF16 */
 int cm_dtype_is_float(cm_dtype t);
+/* One of the block-quantized types */
+int cm_dtype_is_quant(cm_dtype t);
 
 static inline float cm_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
@@ -99,7 +105,8 @@ static inline uint16_t cm_f32_to_bf16(float f) {
     return (uint16_t)(x >> 16);
 }
 
-/* Convert `n` elements of a float type (F32/F16/BF16) to f32 / from f32. */
+/* Convert `n` elements of a float type (F32/F16/BF16) to f32 / from f32 (quantized rows: cm_row_to_f32 in
+ * kernels.h). */
 void cm_convert_to_f32(cm_dtype t, const void *src, float *dst, size_t n);
 void cm_convert_from_f32(cm_dtype t, const float *src, void *dst, size_t n);
 

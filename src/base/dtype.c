@@ -5,12 +5,16 @@
 static const struct {
     const char *name;
     size_t bytes;
+    size_t elems; /* per block; 0 means 1 */
 } dtype_info[CM_DTYPE_COUNT] = {
     [CM_DTYPE_F32] = {"F32", 4},   [CM_DTYPE_F16] = {"F16", 2}, [CM_DTYPE_BF16] = {"BF16", 2},
     [CM_DTYPE_F64] = {"F64", 8},   [CM_DTYPE_U8] = {"U8", 1},   [CM_DTYPE_I8] = {"I8", 1},
     [CM_DTYPE_I16] = {"I16", 2},   [CM_DTYPE_U16] = {"U16", 2}, [CM_DTYPE_I32] = {"I32", 4},
     [CM_DTYPE_U32] = {"U32", 4},   [CM_DTYPE_I64] = {"I64", 8}, [CM_DTYPE_U64] = {"U64", 8},
     [CM_DTYPE_BOOL] = {"BOOL", 1},
+    [CM_DTYPE_Q8_0] = {"Q8_0", 34, 32},
+    [CM_DTYPE_Q4_0] = {"Q4_0", 18, 32},
+    [CM_DTYPE_Q6_K] = {"Q6_K", 210, 256},
 };
 
 size_t cm_dtype_block_elems(cm_dtype t) {
@@ -38,7 +42,8 @@ const char *cm_dtype_name(cm_dtype t) {
 }
 
 int cm_dtype_from_name(const char *name, cm_dtype *out) {
-    for (int i = 0; i < CM_DTYPE_COUNT; i++) {
+    /* plain element types only: safetensors has no block types */
+    for (int i = 0; i <= CM_DTYPE_BOOL; i++) {
         if (strcmp(name, dtype_info[i].name) == 0) {
             *out = (cm_dtype)i;
             return 0;
@@ -85,3 +90,5 @@ void cm_convert_from_f32(cm_dtype t, const float *src, void *dst, size_t n) {
         break;
     }
 }
+
+int cm_dtype_is_quant(cm_dtype t) { return t == CM_DTYPE_Q8_0 || t == CM_DTYPE_Q4_0 || t == CM_DTYPE_Q6_K; }

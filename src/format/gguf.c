@@ -85,6 +85,12 @@ static cm_dtype ggml_to_dtype(uint32_t t) {
         return CM_DTYPE_I64;
     case 28:
         return CM_DTYPE_F64;
+    case 8:
+        return CM_DTYPE_Q8_0;
+    case 2:
+        return CM_DTYPE_Q4_0;
+    case 14:
+        return CM_DTYPE_Q6_K;
     default:
         return CM_DTYPE_COUNT;
     }
@@ -115,6 +121,15 @@ static int dtype_to_ggml(cm_dtype d, uint32_t *out) {
         return 1;
     case CM_DTYPE_F64:
         *out = 28;
+        return 1;
+    case CM_DTYPE_Q8_0:
+        *out = 8;
+        return 1;
+    case CM_DTYPE_Q4_0:
+        *out = 2;
+        return 1;
+    case CM_DTYPE_Q6_K:
+        *out = 14;
         return 1;
     default:
         return 0;

@@ -180,6 +180,7 @@ static cm_status add_weight(cm_safetensors_writer *w, const char *name, const cm
     void *owned;
     size_t nbytes;
     cm_dtype out = dtype == CM_DTYPE_COUNT ? wt->dtype : dtype;
+    if (cm_dtype_is_quant(out)) out = CM_DTYPE_F32; /* safetensors has no ggml block types */
     CM_TRY(cm_model_export_weight(wt, out, permute_heads, head_dim, true, &data, &owned, &nbytes));
     int64_t shape[2] = {wt->rows, wt->cols};
     if (owned) return cm_safetensors_writer_add_owned(w, name, out, 2, shape, owned, nbytes);
@@ -288,6 +289,7 @@ cm_status cm_model_save_hf(const cm_model *m, const cm_tokenizer *tok, const cha
     const cm_config *c = &m->cfg;
     CM_TRY(cm_mkdir_p(dir));
     cm_dtype main_dtype = dtype == CM_DTYPE_COUNT ? m->tok_embd.dtype : dtype;
+    if (cm_dtype_is_quant(main_dtype)) main_dtype = CM_DTYPE_F32;
     bool permute = c->rope_layout == CM_ROPE_INTERLEAVED;
 
     char *config_text;

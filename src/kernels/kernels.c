@@ -1,5 +1,8 @@
 #include "camelid/kernels.h"
 
+#include <stdbool.h>
+#include "camelid/quant.h"
+
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -16,44 +19,88 @@ float cm_dot_f32(const float *a, const float *b, int n) {
     return s;
 }
 
-/* Rows of W converted to f32 a few at a time, each dotted with every activation of the batch, so the
- * conversion cost is paid once per row. */
-static void matmul_rows(float *y, const float *x, int n, const void *w, cm_dtype wtype, int rows, int cols,
-                        int r0, int r1, float *rowbuf) {
-    size_t esize = cm_dtype_block_bytes(wtype);
+void cm_row_to_f32(cm_dtype t, const void *src, float *dst, size_t n) {
+    switch (t) {
+    case CM_DTYPE_Q8_0: cm_dequantize_row_q8_0(src, dst, n); break;
+    case CM_DTYPE_Q4_0: cm_dequantize_row_q4_0(src, dst, n); break;
+    case CM_DTYPE_Q6_K: cm_dequantize_row_q6_K(src, dst, n); break;
+    default: cm_convert_to_f32(t, src, dst, n); break;
+    }
+}
+
+size_t cm_row_bytes(cm_dtype t, size_t n) { return n / cm_dtype_block_elems(t) * cm_dtype_block_bytes(t); }
+
+static bool int8_path(cm_dtype t) { return t == CM_DTYPE_Q8_0 || t == CM_DTYPE_Q4_0; }
+
+/* Rows r0..r1 of W against every activation of the batch. Float rows are converted once per row; Q8_0/Q4_0
+ * rows are dotted in integers with the activations already quantized to Q8_0 (xq). */
+static void matmul_rows(float *y, const float *x, const cm_block_q8_0 *xq, int n, const void *w, cm_dtype wtype,
+                        int rows, int cols, int r0, int r1, float *rowbuf) {
+    size_t row_bytes = cm_row_bytes(wtype, (size_t)cols);
+    size_t xq_blocks = (size_t)cols / CM_QK8_0;
     for (int r = r0; r < r1; r++) {
+        const char *wrow = (const char *)w + (size_t)r * row_bytes;
+        if (wtype == CM_DTYPE_Q8_0) {
+            for (int t = 0; t < n; t++)
+                y[(size_t)t * rows + r] = cm_vec_dot_q8_0_q8_0_ref((const cm_block_q8_0 *)wrow, xq + t * xq_blocks,
+                                                                   (size_t)cols);
+            continue;
+        }
+        if (wtype == CM_DTYPE_Q4_0) {
+            for (int t = 0; t < n; t++)
+                y[(size_t)t * rows + r] = cm_vec_dot_q4_0_q8_0_ref((const cm_block_q4_0 *)wrow, xq + t * xq_blocks,
+                                                                   (size_t)cols);
+            continue;
+        }
         const float *row;
         if (wtype == CM_DTYPE_F32) {
-            row = (const float *)w + (size_t)r * cols;
+            row = (const float *)wrow;
         } else {
-            cm_convert_to_f32(wtype, (const char *)w + (size_t)r * cols * esize, rowbuf, (size_t)cols);
+            cm_row_to_f32(wtype, wrow, rowbuf, (size_t)cols);
             row = rowbuf;
         }
         for (int t = 0; t < n; t++) y[(size_t)t * rows + r] = cm_dot_f32(row, x + (size_t)t * cols, cols);
     }
 }
 
+/* Activations quantized to Q8_0, one row per token (malloc'd); NULL for weights that do not need it. */
+static cm_block_q8_0 *quantize_activations(const float *x, int n, int cols) {
+    size_t blocks = (size_t)cols / CM_QK8_0;
+    cm_block_q8_0 *xq = malloc((size_t)n * blocks * sizeof *xq + 1);
+    if (!xq) return NULL;
+    for (int t = 0; t < n; t++) cm_quantize_row_q8_0(x + (size_t)t * cols, xq + t * blocks, (size_t)cols);
+    return xq;
+}
+
 void cm_matmul_ref(float *y, const float *x, int n, const void *w, cm_dtype wtype, int rows, int cols) {
-    float *rowbuf = wtype == CM_DTYPE_F32 ? NULL : malloc((size_t)cols * sizeof(float));
-    for (int r = 0; r < rows; r++) {
-        const float *row = (const float *)w + (size_t)r * cols;
-        if (rowbuf) {
-            cm_convert_to_f32(wtype, (const char *)w + (size_t)r * cols * cm_dtype_block_bytes(wtype), rowbuf,
-                              (size_t)cols);
-            row = rowbuf;
-        }
+    float *row = malloc((size_t)cols * sizeof(float)), *xd = NULL;
+    cm_block_q8_0 *xq = NULL;
+    if (int8_path(wtype)) {
+        /* the reference sees the same quantized activations the fast path uses */
+        xq = quantize_activations(x, n, cols);
+        xd = malloc((size_t)n * cols * sizeof(float));
+        for (int t = 0; xq && xd && t < n; t++)
+            cm_dequantize_row_q8_0(xq + (size_t)t * (cols / CM_QK8_0), xd + (size_t)t * cols, (size_t)cols);
+        x = xd;
+    }
+    size_t row_bytes = cm_row_bytes(wtype, (size_t)cols);
+    for (int r = 0; row && r < rows; r++) {
+        cm_row_to_f32(wtype, (const char *)w + (size_t)r * row_bytes, row, (size_t)cols);
         for (int t = 0; t < n; t++) {
             double s = 0;
             for (int c = 0; c < cols; c++) s += (double)row[c] * x[(size_t)t * cols + c];
             y[(size_t)t * rows + r] = (float)s;
         }
     }
-    free(rowbuf);
+    free(row);
+    free(xq);
+    free(xd);
 }
 
 typedef struct {
     float *y;
     const float *x;
+    const cm_block_q8_0 *xq;
     int n, rows, cols;
     const void *w;
     cm_dtype wtype;
@@ -65,32 +112,25 @@ static void matmul_worker(void *arg, int thread, int n_threads) {
     int r0, r1;
     cm_split_range(j->rows, n_threads, thread, &r0, &r1);
     if (r0 >= r1) return;
-    float *rowbuf = j->wtype == CM_DTYPE_F32 ? NULL : malloc((size_t)j->cols * sizeof(float));
-    if (j->wtype != CM_DTYPE_F32 && !rowbuf) {
-        /* no scratch: convert element by element through the reference path */
-        for (int r = r0; r < r1; r++) {
-            size_t es = cm_dtype_block_bytes(j->wtype);
-            for (int t = 0; t < j->n; t++) {
-                float s = 0.0f, v;
-                for (int c = 0; c < j->cols; c++) {
-                    cm_convert_to_f32(j->wtype, (const char *)j->w + ((size_t)r * j->cols + c) * es, &v, 1);
-                    s += v * j->x[(size_t)t * j->cols + c];
-                }
-                j->y[(size_t)t * j->rows + r] = s;
-            }
-        }
-        return;
-    }
-    matmul_rows(j->y, j->x, j->n, j->w, j->wtype, j->rows, j->cols, r0, r1, rowbuf);
-    free(rowbuf);
+    /* a row of scratch on the stack for moderate widths, else the heap */
+    float stack_buf[4096];
+    float *rowbuf = j->cols <= 4096 ? stack_buf : malloc((size_t)j->cols * sizeof(float));
+    if (!rowbuf) rowbuf = stack_buf; /* widths > 4096 without memory: not reachable in practice */
+    matmul_rows(j->y, j->x, j->xq, j->n, j->w, j->wtype, j->rows, j->cols, r0, r1, rowbuf);
+    if (rowbuf != stack_buf) free(rowbuf);
 }
 
-void cm_matmul(float *y, const float *x, int n, const void *w, cm_dtype wtype, int rows, int cols,
-               cm_pool *pool) {
-    matmul_job job = {y, x, n, rows, cols, w, wtype};
+void cm_matmul(float *y, const float *x, int n, const void *w, cm_dtype wtype, int rows, int cols, cm_pool *pool) {
+    cm_block_q8_0 *xq = int8_path(wtype) ? quantize_activations(x, n, cols) : NULL;
+    if (int8_path(wtype) && !xq) {
+        cm_matmul_ref(y, x, n, w, wtype, rows, cols); /* no memory for the fast path */
+        return;
+    }
+    matmul_job job = {y, x, xq, n, rows, cols, w, wtype};
     /* small problems are not worth waking threads for */
     if ((size_t)rows * cols * n < 16384) pool = NULL;
     cm_pool_run(pool, matmul_worker, &job);
+    free(xq);
 }
 
 void cm_rmsnorm(float *out, const float *x, const float *weight, int n, float eps) {

@@ -200,9 +200,9 @@ static cm_status forward_batch(const cm_model *m, cm_state *s, const int32_t *to
                                float *logits, bool all_logits) {
     const cm_config *c = &m->cfg;
     int dim = c->dim, hid = c->hidden_dim, half = c->head_dim / 2;
-    size_t esize = cm_dtype_block_bytes(m->tok_embd.dtype);
+    size_t row_bytes = cm_row_bytes(m->tok_embd.dtype, (size_t)dim);
     for (int t = 0; t < n; t++)
-        cm_convert_to_f32(m->tok_embd.dtype, (const char *)m->tok_embd.data + (size_t)tokens[t] * dim * esize,
+        cm_row_to_f32(m->tok_embd.dtype, (const char *)m->tok_embd.data + (size_t)tokens[t] * row_bytes,
                           s->x + (size_t)t * dim, (size_t)dim);
 
     for (int l = 0; l < c->n_layers; l++) {

@@ -5,6 +5,7 @@
 
 #include "camelid/file.h"
 #include "camelid/gguf.h"
+#include "camelid/kernels.h"
 #include "camelid/safetensors.h"
 #include "model/model_internal.h"
 
@@ -176,16 +177,19 @@ static const char *shape_str(const cm_tensor *t, char *buf, size_t cap) {
     return buf;
 }
 
-/* Look up one tensor and check it is a float tensor of shape [rows, cols] (cols = 0: a vector [rows]). */
+/* Look up one tensor and check it has shape [rows, cols] (cols = 0: a vector [rows]) and a type the kernels
+ * read: F32/F16/BF16, and for matrices also the quantized types. */
 static cm_status bind_tensor(cm_tensor_lookup lookup, void *ctx, const char *name, int64_t rows, int64_t cols,
                              const char *what, const cm_tensor **out) {
     const cm_tensor *t = lookup(ctx, name);
     *out = t;
     if (!t) return cm_error(CM_ERR_NOT_FOUND, "%s: required tensor \"%s\" is missing", what, name);
-    if (!cm_dtype_is_float(t->dtype))
+    bool quant_ok = cols > 0 && cm_dtype_is_quant(t->dtype) && cols % (int64_t)cm_dtype_block_elems(t->dtype) == 0;
+    if (!cm_dtype_is_float(t->dtype) && !quant_ok)
         return cm_error(CM_ERR_UNSUPPORTED,
-                        "%s: tensor \"%s\" has dtype %s; only F32, F16 and BF16 are supported", what, name,
-                        cm_dtype_name(t->dtype));
+                        "%s: tensor \"%s\" has dtype %s; camelid reads F32, F16, BF16 (and Q8_0, Q4_0, Q6_K "
+                        "matrices)",
+                        what, name, cm_dtype_name(t->dtype));
     char buf[128];
     if (cols == 0) {
         if (!(t->ndim == 1 && t->shape[0] == rows))
@@ -212,9 +216,10 @@ static cm_status bind_weight(cm_tensor_lookup lookup, void *ctx, const char *nam
 /* Formats do not promise aligned tensor data (safetensors packs tensors back to back); kernels read whole
  * elements, so a misaligned weight gets an aligned private copy. */
 static cm_status align_weight(cm_model *m, cm_weight *w) {
-    size_t esize = cm_dtype_block_bytes(w->dtype);
-    if ((uintptr_t)w->data % esize == 0) return CM_OK;
-    size_t n = (size_t)(w->rows * w->cols) * esize;
+    /* quantized blocks are read through their fp16 scale: 2-byte alignment */
+    size_t align = cm_dtype_is_quant(w->dtype) ? 2 : cm_dtype_block_bytes(w->dtype);
+    if ((uintptr_t)w->data % align == 0) return CM_OK;
+    size_t n = cm_row_bytes(w->dtype, (size_t)w->cols) * (size_t)w->rows;
     void *copy = malloc(n ? n : 1);
     if (!copy) return cm_error(CM_ERR_NOMEM, "out of memory");
     memcpy(copy, w->data, n);
@@ -349,8 +354,7 @@ cm_status cm_model_tokenizer(const cm_model *m, const char *path, const cm_token
 
 static int visit_weight(cm_tensor_visitor visit, void *user, const char *name, const cm_weight *w) {
     int64_t shape[2] = {w->rows, w->cols};
-    return visit(user, name, cm_dtype_name(w->dtype), 2, shape,
-                 (size_t)(w->rows * w->cols) * cm_dtype_block_bytes(w->dtype));
+    return visit(user, name, cm_dtype_name(w->dtype), 2, shape, cm_row_bytes(w->dtype, (size_t)w->cols) * (size_t)w->rows);
 }
 
 static int visit_norm(cm_tensor_visitor visit, void *user, const char *name, int dim) {
@@ -405,8 +409,11 @@ void cm_model_visit_tensors(const cm_model *m, cm_tensor_visitor visit, void *us
 cm_status cm_model_export_weight(const cm_weight *w, cm_dtype dtype, int permute_heads, int head_dim,
                                  bool to_half, const void **data, void **owned, size_t *nbytes) {
     *owned = NULL;
-    size_t n = (size_t)(w->rows * w->cols), out_size = cm_dtype_block_bytes(dtype);
-    *nbytes = n * out_size;
+    if (dtype != w->dtype && !cm_dtype_is_float(dtype))
+        return cm_error(CM_ERR_UNSUPPORTED, "converting %s weights to %s is quantization: use camelid quantize",
+                        cm_dtype_name(w->dtype), cm_dtype_name(dtype));
+    size_t in_row = cm_row_bytes(w->dtype, (size_t)w->cols), out_row = cm_row_bytes(dtype, (size_t)w->cols);
+    *nbytes = out_row * (size_t)w->rows;
     if (dtype == w->dtype && permute_heads == 0) {
         *data = w->data;
         return CM_OK;
@@ -421,10 +428,8 @@ cm_status cm_model_export_weight(const cm_weight *w, cm_dtype dtype, int permute
             free(conv);
             return cm_error(CM_ERR_NOMEM, "out of memory");
         }
-        size_t in_row = (size_t)w->cols * cm_dtype_block_bytes(w->dtype),
-               out_row = (size_t)w->cols * out_size;
         for (int64_t r = 0; r < w->rows; r++) {
-            cm_convert_to_f32(w->dtype, (const char *)w->data + (size_t)r * in_row, row, (size_t)w->cols);
+            cm_row_to_f32(w->dtype, (const char *)w->data + (size_t)r * in_row, row, (size_t)w->cols);
             cm_convert_from_f32(dtype, row, (char *)conv + (size_t)r * out_row, (size_t)w->cols);
         }
         free(row);
@@ -435,7 +440,7 @@ cm_status cm_model_export_weight(const cm_weight *w, cm_dtype dtype, int permute
             free(conv);
             return cm_error(CM_ERR_NOMEM, "out of memory");
         }
-        cm_permute_qk_rows(conv, perm, permute_heads, head_dim, (size_t)w->cols * out_size, to_half);
+        cm_permute_qk_rows(conv, perm, permute_heads, head_dim, out_row, to_half);
         free(conv);
         conv = perm;
     }

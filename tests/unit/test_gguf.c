@@ -644,7 +644,7 @@ static void test_bad_tensors(void) {
     b_zeros(&b, 100);
     CHECK_FAIL(parse_buf(&b), "has 9 dimensions, more than the 8 supported");
 
-    /* quantized tensors get their byte size from the block table, and no cm dtype (yet) */
+    /* quantized tensors get their byte size from the block table; Q8_0 has a cm dtype */
     b_header(&b, 3, 1, 0);
     b_tensor(&b, "q", 2, (int64_t[]){64, 3}, CM_GGML_Q8_0, 0);
     b_pad(&b, 32);
@@ -653,7 +653,7 @@ static void test_bad_tensors(void) {
     CHECK_OK(cm_gguf_parse(b.p, b.n, "q.gguf", &g));
     if (g) {
         const cm_tensor *t = cm_gguf_tensor(g, 0);
-        CHECK(t->nbytes == 204 && t->dtype == CM_DTYPE_COUNT && t->shape[0] == 3 && t->shape[1] == 64);
+        CHECK(t->nbytes == 204 && t->dtype == CM_DTYPE_Q8_0 && t->shape[0] == 3 && t->shape[1] == 64);
         CHECK(strcmp(cm_ggml_type_name(cm_gguf_tensor_ggml_type(g, 0)), "Q8_0") == 0);
         cm_gguf_close(g);
     }
