@@ -58,6 +58,13 @@ cm_status cm_config_load_hf(const char *config_json_path, cm_config *out);
  * "float16", "bfloat16"). Returns a heap string. */
 cm_status cm_config_to_hf_json(const cm_config *c, const char *torch_dtype, char **out);
 
+/* The named shapes of FACTS 1.7 (stories260K, stories15M, stories42M, stories110M, smollm-135m,
+ * tinyllama-1.1b, llama2-7b): RMSNorm eps 1e-5, RoPE theta 10000, interleaved layout, BOS 1 / EOS 2 (smollm:
+ * 0 / 0). CM_ERR_ARG naming the known shapes for any other name. */
+cm_status cm_config_from_shape(const char *name, cm_config *out);
+/* Comma-separated list of the shape names. */
+const char *cm_config_shape_names(void);
+
 /* The RoPE inverse frequency for pair i of a head (0 <= i < head_dim/2), with the configured scaling. */
 float cm_config_rope_inv_freq(const cm_config *c, int i);
 

@@ -13,6 +13,13 @@
  * dot products are integer, as ggml does. Rows are split across the pool's threads (pool may be NULL). */
 void cm_matmul(float *y, const float *x, int n, const void *w, cm_dtype wtype, int rows, int cols,
                cm_pool *pool);
+/* Weights whose matmul runs in integers against Q8_0 activations (Q8_0, Q4_0): src/kernels/matmul_int8.c. */
+int cm_matmul_is_int8(cm_dtype t);
+void cm_matmul_int8(float *y, const float *x, int n, const void *w, cm_dtype wtype, int rows, int cols,
+                    cm_pool *pool);
+/* Activations [n, cols] quantized to Q8_0 rows (malloc'd, caller frees; NULL without memory). */
+void *cm_quantize_activations_q8_0(const float *x, int n, int cols);
+
 /* One row of n elements of any weight dtype as f32; bytes of such a row. */
 void cm_row_to_f32(cm_dtype t, const void *src, float *dst, size_t n);
 size_t cm_row_bytes(cm_dtype t, size_t n);

@@ -1,5 +1,5 @@
-/* LoRA adapters at inference (FACTS 6): a PEFT folder (adapter_config.json + adapter_model.safetensors) merged
- * into a model's weights, W' = W + s * (B @ A) with s = lora_alpha / r (lora_alpha / sqrt(r) with
+/* LoRA adapters at inference (FACTS 6): a PEFT folder (adapter_config.json + adapter_model.safetensors)
+ * merged into a model's weights, W' = W + s * (B @ A) with s = lora_alpha / r (lora_alpha / sqrt(r) with
  * use_rslora). */
 #ifndef CAMELID_LORA_H
 #define CAMELID_LORA_H

@@ -82,6 +82,10 @@ typedef int (*cm_tensor_visitor)(void *user, const char *name, const char *dtype
                                  const int64_t *shape, size_t nbytes);
 void cm_model_visit_tensors(const cm_model *m, cm_tensor_visitor visit, void *user);
 
+/* A model of shape `c` with random F32 weights: N(0, 0.02) matrices (a seeded generator), norms 1.0, in
+ * the interleaved RoPE layout (so q/k are permuted like any llama2.c/GGUF model when written to HF). */
+cm_status cm_model_init_random(const cm_config *c, uint64_t seed, cm_model **out);
+
 /* Parameter count (tied head counted once) and bytes of weights. */
 int64_t cm_model_n_params(const cm_model *m);
 

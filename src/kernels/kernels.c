@@ -30,28 +30,13 @@ void cm_row_to_f32(cm_dtype t, const void *src, float *dst, size_t n) {
 
 size_t cm_row_bytes(cm_dtype t, size_t n) { return n / cm_dtype_block_elems(t) * cm_dtype_block_bytes(t); }
 
-static bool int8_path(cm_dtype t) { return t == CM_DTYPE_Q8_0 || t == CM_DTYPE_Q4_0; }
-
-/* Rows r0..r1 of W against every activation of the batch. Float rows are converted once per row; Q8_0/Q4_0
- * rows are dotted in integers with the activations already quantized to Q8_0 (xq). */
-static void matmul_rows(float *y, const float *x, const cm_block_q8_0 *xq, int n, const void *w, cm_dtype wtype,
-                        int rows, int cols, int r0, int r1, float *rowbuf) {
+/* Rows r0..r1 of a float (F32/F16/BF16) or Q6_K W against every activation of the batch; non-F32 rows are
+ * converted once per row. */
+static void matmul_rows(float *y, const float *x, int n, const void *w, cm_dtype wtype, int rows, int cols, int r0,
+                        int r1, float *rowbuf) {
     size_t row_bytes = cm_row_bytes(wtype, (size_t)cols);
-    size_t xq_blocks = (size_t)cols / CM_QK8_0;
     for (int r = r0; r < r1; r++) {
         const char *wrow = (const char *)w + (size_t)r * row_bytes;
-        if (wtype == CM_DTYPE_Q8_0) {
-            for (int t = 0; t < n; t++)
-                y[(size_t)t * rows + r] = cm_vec_dot_q8_0_q8_0_ref((const cm_block_q8_0 *)wrow, xq + t * xq_blocks,
-                                                                   (size_t)cols);
-            continue;
-        }
-        if (wtype == CM_DTYPE_Q4_0) {
-            for (int t = 0; t < n; t++)
-                y[(size_t)t * rows + r] = cm_vec_dot_q4_0_q8_0_ref((const cm_block_q4_0 *)wrow, xq + t * xq_blocks,
-                                                                   (size_t)cols);
-            continue;
-        }
         const float *row;
         if (wtype == CM_DTYPE_F32) {
             row = (const float *)wrow;
@@ -63,21 +48,12 @@ static void matmul_rows(float *y, const float *x, const cm_block_q8_0 *xq, int n
     }
 }
 
-/* Activations quantized to Q8_0, one row per token (malloc'd); NULL for weights that do not need it. */
-static cm_block_q8_0 *quantize_activations(const float *x, int n, int cols) {
-    size_t blocks = (size_t)cols / CM_QK8_0;
-    cm_block_q8_0 *xq = malloc((size_t)n * blocks * sizeof *xq + 1);
-    if (!xq) return NULL;
-    for (int t = 0; t < n; t++) cm_quantize_row_q8_0(x + (size_t)t * cols, xq + t * blocks, (size_t)cols);
-    return xq;
-}
-
 void cm_matmul_ref(float *y, const float *x, int n, const void *w, cm_dtype wtype, int rows, int cols) {
     float *row = malloc((size_t)cols * sizeof(float)), *xd = NULL;
     cm_block_q8_0 *xq = NULL;
-    if (int8_path(wtype)) {
+    if (cm_matmul_is_int8(wtype)) {
         /* the reference sees the same quantized activations the fast path uses */
-        xq = quantize_activations(x, n, cols);
+        xq = cm_quantize_activations_q8_0(x, n, cols);
         xd = malloc((size_t)n * cols * sizeof(float));
         for (int t = 0; xq && xd && t < n; t++)
             cm_dequantize_row_q8_0(xq + (size_t)t * (cols / CM_QK8_0), xd + (size_t)t * cols, (size_t)cols);
@@ -100,7 +76,6 @@ void cm_matmul_ref(float *y, const float *x, int n, const void *w, cm_dtype wtyp
 typedef struct {
     float *y;
     const float *x;
-    const cm_block_q8_0 *xq;
     int n, rows, cols;
     const void *w;
     cm_dtype wtype;
@@ -116,21 +91,19 @@ static void matmul_worker(void *arg, int thread, int n_threads) {
     float stack_buf[4096];
     float *rowbuf = j->cols <= 4096 ? stack_buf : malloc((size_t)j->cols * sizeof(float));
     if (!rowbuf) rowbuf = stack_buf; /* widths > 4096 without memory: not reachable in practice */
-    matmul_rows(j->y, j->x, j->xq, j->n, j->w, j->wtype, j->rows, j->cols, r0, r1, rowbuf);
+    matmul_rows(j->y, j->x, j->n, j->w, j->wtype, j->rows, j->cols, r0, r1, rowbuf);
     if (rowbuf != stack_buf) free(rowbuf);
 }
 
 void cm_matmul(float *y, const float *x, int n, const void *w, cm_dtype wtype, int rows, int cols, cm_pool *pool) {
-    cm_block_q8_0 *xq = int8_path(wtype) ? quantize_activations(x, n, cols) : NULL;
-    if (int8_path(wtype) && !xq) {
-        cm_matmul_ref(y, x, n, w, wtype, rows, cols); /* no memory for the fast path */
+    if (cm_matmul_is_int8(wtype)) {
+        cm_matmul_int8(y, x, n, w, wtype, rows, cols, pool);
         return;
     }
-    matmul_job job = {y, x, xq, n, rows, cols, w, wtype};
+    matmul_job job = {y, x, n, rows, cols, w, wtype};
     /* small problems are not worth waking threads for */
     if ((size_t)rows * cols * n < 16384) pool = NULL;
     cm_pool_run(pool, matmul_worker, &job);
-    free(xq);
 }
 
 void cm_rmsnorm(float *out, const float *x, const float *weight, int n, float eps) {
