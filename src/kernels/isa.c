@@ -1,5 +1,8 @@
 #include "camelid/isa.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,19 +18,32 @@ const cm_cpu_features *cm_cpu_features_get(void) {
         cm_cpu_features f;
         memset(&f, 0, sizeof f);
 #if defined(__x86_64__) || defined(__i386__)
-        __builtin_cpu_init();
-        f.avx2 = __builtin_cpu_supports("avx2");
-        f.fma = __builtin_cpu_supports("fma");
-        f.f16c = __builtin_cpu_supports("f16c");
-        f.avx512f = __builtin_cpu_supports("avx512f");
-        f.avx512bw = __builtin_cpu_supports("avx512bw");
-        f.avx512vl = __builtin_cpu_supports("avx512vl");
-        f.avx512dq = __builtin_cpu_supports("avx512dq");
-        f.avx512vnni = __builtin_cpu_supports("avx512vnni");
-#if defined(__clang__) || __GNUC__ >= 11
-        f.avx512bf16 = __builtin_cpu_supports("avx512bf16");
-        f.avxvnni = __builtin_cpu_supports("avxvnni");
-#endif
+        unsigned a, b, c, d;
+        if (__get_cpuid(1, &a, &b, &c, &d)) {
+            bool osxsave = c & (1u << 27), avx = c & (1u << 28);
+            unsigned long long xcr0 = 0;
+            if (osxsave) {
+                unsigned lo, hi;
+                __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+                xcr0 = ((unsigned long long)hi << 32) | lo;
+            }
+            bool ymm = avx && (xcr0 & 0x6) == 0x6;    /* the OS saves SSE and AVX state */
+            bool zmm = ymm && (xcr0 & 0xe0) == 0xe0; /* ... and the AVX-512 state */
+            f.fma = ymm && (c & (1u << 12));
+            f.f16c = ymm && (c & (1u << 29));
+            if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+                f.avx2 = ymm && (b & (1u << 5));
+                f.avx512f = zmm && (b & (1u << 16));
+                f.avx512dq = zmm && (b & (1u << 17));
+                f.avx512bw = zmm && (b & (1u << 30));
+                f.avx512vl = zmm && (b & (1u << 31));
+                f.avx512vnni = zmm && (c & (1u << 11));
+            }
+            if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) {
+                f.avxvnni = ymm && (a & (1u << 4));
+                f.avx512bf16 = zmm && (a & (1u << 5));
+            }
+        }
 #endif
         features = f;
         atomic_store(&detected, 1);
