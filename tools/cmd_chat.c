@@ -7,6 +7,7 @@
 
 #include "camelid/chat.h"
 #include "camelid/generate.h"
+#include "camelid/lora.h"
 #include "camelid/model.h"
 #include "chat_messages.h"
 #include "commands.h"
@@ -27,7 +28,7 @@ static const char *help =
     "  --tokenizer FILE        tokenizer file or folder (default: the model's own, or one beside it)\n"
     "  --template NAME         llama2, vicuna, alpaca, guanaco, chatml or llama3\n"
     "  --system TEXT           system prompt (default: the template's own, if it has one)\n"
-    "  --adapter DIR           a LoRA adapter (PEFT folder); not supported yet: fine-tuning brings it\n"
+    "  --adapter DIR           merge a LoRA adapter (PEFT folder) into the model (repeatable)\n"
     "  -n, --n-predict N       new tokens per reply at most (default 256)\n"
     "  -c, --ctx-size N        context length (default: the model's); old turns are dropped to "
     "fit\n" SAMPLING_OPTS_HELP "  -t, --threads N         threads (default: all cores)\n"
@@ -92,13 +93,14 @@ static char *trim_copy(const char *s) {
 }
 
 int cmd_chat(int argc, char **argv) {
-    const char *tok_path = NULL, *template_name = NULL, *system = NULL, *adapter = NULL;
+    const char *tok_path = NULL, *template_name = NULL, *system = NULL;
+    string_list adapters = {0};
     int n_predict = 256, ctx = 0, threads = cli_default_threads();
     sampling_opts so;
     sampling_opts_init(&so);
     arg_spec specs[6 + SAMPLING_OPTS_N_SPECS] = {
         {"tokenizer", 0, ARG_STRING, &tok_path, NULL}, {"template", 0, ARG_STRING, &template_name, NULL},
-        {"system", 0, ARG_STRING, &system, NULL},      {"adapter", 0, ARG_STRING, &adapter, NULL},
+        {"system", 0, ARG_STRING, &system, NULL},      {"adapter", 0, ARG_STRINGS, &adapters, NULL},
         {"n-predict", 'n', ARG_INT, &n_predict, NULL}, {"ctx-size", 'c', ARG_INT, &ctx, NULL},
     };
     sampling_opts_specs(&so, specs + 6);
@@ -107,15 +109,26 @@ int cmd_chat(int argc, char **argv) {
     int rc = cli_parse(argc, argv, specs, sizeof specs / sizeof *specs, help, &threads, pos, &n_pos);
     const char *model_path = n_pos > 0 ? pos[0] : NULL, *extra = n_pos > 1 ? pos[1] : NULL;
     free(pos);
-    if (rc != 0) return rc < 0 ? 1 : 0;
-    if (!model_path) return cli_fail("chat needs a MODEL (see camelid chat --help)");
-    if (extra) return cli_fail("chat takes one MODEL, got an extra argument \"%s\"", extra);
-    if (adapter) return cli_fail("--adapter %s: LoRA adapters are not supported yet", adapter);
-    if (n_predict < 1) return cli_fail("--n-predict must be at least 1");
-    if (ctx < 0) return cli_fail("--ctx-size must be positive");
-    if (sampling_opts_resolve(&so) != 0) return 1;
+    int early = -1;
     cm_template_id tmpl = CM_TEMPLATE_CHATML;
-    if (template_name && cm_template_from_name(template_name, &tmpl) != CM_OK) return cli_fail_status();
+    if (rc != 0)
+        early = rc < 0 ? 1 : 0;
+    else if (!model_path)
+        early = cli_fail("chat needs a MODEL (see camelid chat --help)");
+    else if (extra)
+        early = cli_fail("chat takes one MODEL, got an extra argument \"%s\"", extra);
+    else if (n_predict < 1)
+        early = cli_fail("--n-predict must be at least 1");
+    else if (ctx < 0)
+        early = cli_fail("--ctx-size must be positive");
+    else if (sampling_opts_resolve(&so) != 0)
+        early = 1;
+    else if (template_name && cm_template_from_name(template_name, &tmpl) != CM_OK)
+        early = cli_fail_status();
+    if (early >= 0) {
+        string_list_free(&adapters);
+        return early;
+    }
 
     cm_model *m = NULL;
     const cm_tokenizer *tok = NULL;
@@ -130,6 +143,12 @@ int cmd_chat(int argc, char **argv) {
     bool tty = isatty(STDIN_FILENO);
 
     if (cli_open_model(model_path, tok_path, &m, &tok, &owned_tok) != 0) goto out;
+    for (int i = 0; i < adapters.n; i++) {
+        if (cm_model_merge_adapter(m, adapters.items[i]) != CM_OK) {
+            cli_fail_status();
+            goto out;
+        }
+    }
     if (!template_name && !cm_template_detect(cm_tokenizer_chat_template(tok), &tmpl))
         tmpl = CM_TEMPLATE_CHATML;
     if (ctx == 0) ctx = m->cfg.seq_len;
@@ -253,5 +272,6 @@ out:
     cm_state_close(state);
     cm_tokenizer_close(owned_tok);
     cm_model_close(m);
+    string_list_free(&adapters);
     return status;
 }

@@ -4,6 +4,7 @@
 #include <time.h>
 
 #include "camelid/generate.h"
+#include "camelid/lora.h"
 #include "camelid/model.h"
 #include "commands.h"
 #include "sampling_opts.h"
@@ -20,6 +21,8 @@ static const char *help =
     "options:\n"
     "  --tokenizer FILE        tokenizer file or folder (default: the model's own, or tokenizer.model /\n"
     "                          tokenizer.bin beside it)\n"
+    "  --adapter DIR           merge a LoRA adapter (PEFT folder: adapter_config.json +\n"
+    "                          adapter_model.safetensors) into the model's weights (repeatable)\n"
     "  -p, --prompt TEXT       the prompt (default: none, generation starts from BOS)\n"
     "  -f, --file FILE         read the prompt from FILE\n"
     "  -n, --n-predict N       new tokens to generate (default 256; -1: until the context is full)\n"
@@ -41,6 +44,7 @@ static int write_text(void *user, const char *text, size_t len) {
 
 int cmd_generate(int argc, char **argv) {
     const char *tok_path = NULL, *prompt = NULL, *prompt_file = NULL;
+    string_list adapters = {0};
     int n_predict = 256, ctx = 0, threads = cli_default_threads();
     bool no_echo = false;
     sampling_opts so;
@@ -50,15 +54,17 @@ int cmd_generate(int argc, char **argv) {
         {"tokenizer", 0, ARG_STRING, &tok_path, NULL}, {"prompt", 'p', ARG_STRING, &prompt, NULL},
         {"file", 'f', ARG_STRING, &prompt_file, NULL}, {"n-predict", 'n', ARG_INT, &n_predict, NULL},
         {"ctx-size", 'c', ARG_INT, &ctx, NULL},        {"stop", 0, ARG_STRINGS, &stops, NULL},
-        {"no-echo", 0, ARG_FLAG, &no_echo, NULL},      [7 + SAMPLING_OPTS_N_SPECS - 1] = {0},
+        {"no-echo", 0, ARG_FLAG, &no_echo, NULL},      {"adapter", 0, ARG_STRINGS, &adapters, NULL},
+        [8 + SAMPLING_OPTS_N_SPECS - 1] = {0},
     };
-    sampling_opts_specs(&so, specs + 7);
+    sampling_opts_specs(&so, specs + 8);
     const char **pos = calloc((size_t)argc + 1, sizeof *pos);
     int n_pos = 0;
     int rc = cli_parse(argc, argv, specs, sizeof specs / sizeof *specs, help, &threads, pos, &n_pos);
     if (rc != 0) {
         free(pos);
         string_list_free(&stops);
+        string_list_free(&adapters);
         return rc < 0 ? 1 : 0;
     }
     const char *model_path = n_pos > 0 ? pos[0] : NULL, *extra = n_pos > 1 ? pos[1] : NULL;
@@ -101,6 +107,12 @@ int cmd_generate(int argc, char **argv) {
         prompt = file_prompt;
     }
     if (cli_open_model(model_path, tok_path, &m, &tok, &owned_tok) != 0) goto out;
+    for (int i = 0; i < adapters.n; i++) {
+        if (cm_model_merge_adapter(m, adapters.items[i]) != CM_OK) {
+            cli_fail_status();
+            goto out;
+        }
+    }
     if (ctx == 0) ctx = m->cfg.seq_len;
     const char *text = prompt ? prompt : "";
     bool add_bos = cm_tokenizer_add_bos(tok) && cm_tokenizer_bos(tok) >= 0;
@@ -149,5 +161,6 @@ out:
     cm_tokenizer_close(owned_tok);
     cm_model_close(m);
     string_list_free(&stops);
+    string_list_free(&adapters);
     return status;
 }

@@ -6,7 +6,7 @@ written in PEFT's file layout by hand, and the reference forward adds the LoRA b
 lora.Linear does at inference, y = x W^T + s * (x A^T) B^T with s = lora_alpha / r (lora_alpha / sqrt(r)
 with use_rslora) -- unmerged, so the reference checks camelid's merge instead of repeating it.
 
-Usage:  /usr/bin/python3 scripts/golden/lora_golden.py
+Usage:  /usr/bin/python3 scripts/golden/lora_golden.py   (see tests/data/lora-tiny/README.md)
         (reads tests/data/hf-tiny/gqa-f32, writes tests/data/lora-tiny and tests/data/lora-stories260K;
          the stories260K adapter needs only the model's shapes, which are fixed below)
 
@@ -175,7 +175,7 @@ TINY_ADAPTERS = [
 STORIES_CFG = {"hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 5, "num_attention_heads": 8,
                "num_key_value_heads": 4, "vocab_size": 512}
 STORIES_ADAPTER = {"name": "lora-stories260K", "seed": 2101, "r": 2, "alpha": 4, "rslora": False,
-                   "modules": ["q_proj", "k_proj", "v_proj", "o_proj"], "a_std": 0.3, "b_std": 0.1,
+                   "modules": ["q_proj", "k_proj", "v_proj", "o_proj"], "a_std": 0.3, "b_std": 0.02,
                    "dtype": "F32", "base": "stories260K (llama2.c)"}
 
 
