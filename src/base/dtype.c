@@ -18,7 +18,8 @@ static const struct {
 };
 
 size_t cm_dtype_block_elems(cm_dtype t) {
-    return (unsigned)t < CM_DTYPE_COUNT ? 1 : 0;
+    if ((unsigned)t >= CM_DTYPE_COUNT) return 0;
+    return dtype_info[t].elems ? dtype_info[t].elems : 1;
 }
 
 size_t cm_dtype_block_bytes(cm_dtype t) {
