@@ -1,6 +1,7 @@
 /* HF config.json for LlamaForCausalLM / MistralForCausalLM (FACTS 1.2): read (v4 rope_theta + rope_scaling,
  * or v5 rope_parameters) and write. Missing keys take transformers' LlamaConfig defaults; a key of the wrong
  * JSON type is an error naming the key. */
+#include "format/json_util.h"
 #include "camelid/config.h"
 
 #include <jansson.h>
@@ -15,50 +16,6 @@
 
 #define HF_CONFIG_MAX_BYTES ((size_t)16 << 20)
 
-static const char *json_kind(const json_t *v) {
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-        return "an integer";
-    case JSON_REAL:
-        return "a real number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    case JSON_NULL:
-        return "null";
-    }
-    return "?";
-}
-
-/* A printable, bounded copy of an untrusted string for messages. */
-static const char *show(const char *s, char *buf, size_t cap) {
-    size_t k = 0;
-    for (const unsigned char *p = (const unsigned char *)s; *p && k + 5 < cap; p++) {
-        if (k > 60) {
-            memcpy(buf + k, "...", 3);
-            k += 3;
-            break;
-        }
-        if (*p < 0x20 || *p == 0x7f || *p == '"' || *p == '\\') {
-            static const char hex[] = "0123456789abcdef";
-            buf[k++] = '\\';
-            buf[k++] = 'x';
-            buf[k++] = hex[*p >> 4];
-            buf[k++] = hex[*p & 15];
-        } else {
-            buf[k++] = (char)*p;
-        }
-    }
-    buf[k] = 0;
-    return buf;
-}
-
 /* Key lookups: `pre` is the enclosing object's name for messages ("" at the top level). Absent keys leave
  * *dst alone. *is_null (if not NULL) reports an explicit null, which is otherwise an error. */
 static cm_status get_int(const char *path, json_t *obj, const char *pre, const char *key, int *dst,
@@ -72,7 +29,7 @@ static cm_status get_int(const char *path, json_t *obj, const char *pre, const c
     }
     if (!json_is_integer(v))
         return cm_error(CM_ERR_FORMAT, "%s: \"%s%s\" must be an integer, got %s", path, pre, key,
-                        json_kind(v));
+                        cm_json_kind(v));
     json_int_t x = json_integer_value(v);
     if (x < INT_MIN || x > INT_MAX)
         return cm_error(CM_ERR_FORMAT, "%s: \"%s%s\" = %lld is out of range", path, pre, key, (long long)x);
@@ -84,7 +41,8 @@ static cm_status get_float(const char *path, json_t *obj, const char *pre, const
     json_t *v = json_object_get(obj, key);
     if (!v) return CM_OK;
     if (!json_is_number(v))
-        return cm_error(CM_ERR_FORMAT, "%s: \"%s%s\" must be a number, got %s", path, pre, key, json_kind(v));
+        return cm_error(CM_ERR_FORMAT, "%s: \"%s%s\" must be a number, got %s", path, pre, key,
+                        cm_json_kind(v));
     double d = json_number_value(v);
     if (!(fabs(d) <= FLT_MAX))
         return cm_error(CM_ERR_FORMAT, "%s: \"%s%s\" = %g is out of range for a float", path, pre, key, d);
@@ -96,7 +54,8 @@ static cm_status get_bool(const char *path, json_t *obj, const char *key, bool *
     json_t *v = json_object_get(obj, key);
     if (!v) return CM_OK;
     if (!json_is_boolean(v))
-        return cm_error(CM_ERR_FORMAT, "%s: \"%s\" must be true or false, got %s", path, key, json_kind(v));
+        return cm_error(CM_ERR_FORMAT, "%s: \"%s\" must be true or false, got %s", path, key,
+                        cm_json_kind(v));
     *dst = json_is_true(v);
     return CM_OK;
 }
@@ -112,7 +71,7 @@ static cm_status parse_rope(const char *path, json_t *obj, const char *name, boo
     snprintf(pre, sizeof pre, "%s.", name);
     if (!json_is_object(obj))
         return cm_error(CM_ERR_FORMAT, "%s: \"%s\" must be an object or null, got %s", path, name,
-                        json_kind(obj));
+                        cm_json_kind(obj));
     if (v5) CM_TRY(get_float(path, obj, pre, "rope_theta", &c->rope_theta));
     json_t *jt = json_object_get(obj, "rope_type");
     const char *tkey = "rope_type";
@@ -124,7 +83,7 @@ static cm_status parse_rope(const char *path, json_t *obj, const char *name, boo
     if (jt && !json_is_null(jt)) {
         if (!json_is_string(jt))
             return cm_error(CM_ERR_FORMAT, "%s: \"%s%s\" must be a string, got %s", path, pre, tkey,
-                            json_kind(jt));
+                            cm_json_kind(jt));
         type = json_string_value(jt);
     } else if (!v5) {
         return cm_error(CM_ERR_FORMAT, "%s: \"%s\" has no \"rope_type\" (or \"type\")", path, name);
@@ -154,7 +113,7 @@ static cm_status parse_rope(const char *path, json_t *obj, const char *name, boo
         return cm_error(
             CM_ERR_UNSUPPORTED,
             "%s: \"%s%s\" is \"%s\": unknown RoPE type (camelid reads default, linear and llama3)", path, pre,
-            tkey, show(type, tb, sizeof tb));
+            tkey, cm_json_show(type, tb, sizeof tb));
     }
     return CM_OK;
 }
@@ -169,33 +128,33 @@ static cm_status check_family(const char *path, json_t *root) {
     if (mt && !json_is_null(mt)) {
         if (!json_is_string(mt))
             return cm_error(CM_ERR_FORMAT, "%s: \"model_type\" must be a string, got %s", path,
-                            json_kind(mt));
+                            cm_json_kind(mt));
         const char *t = json_string_value(mt);
         if (strcmp(t, "llama") != 0 && strcmp(t, "mistral") != 0)
             return cm_error(CM_ERR_UNSUPPORTED,
                             "%s: \"model_type\" is \"%s\", not a LLaMA-family model (camelid reads llama and "
                             "mistral)",
-                            path, show(t, b, sizeof b));
+                            path, cm_json_show(t, b, sizeof b));
     }
     json_t *ar = json_object_get(root, "architectures");
     if (ar && !json_is_null(ar)) {
         if (!json_is_array(ar))
             return cm_error(CM_ERR_FORMAT, "%s: \"architectures\" must be a list of strings, got %s", path,
-                            json_kind(ar));
+                            cm_json_kind(ar));
         size_t n = json_array_size(ar);
         bool ok = n == 0;
         for (size_t i = 0; i < n; i++) {
             json_t *e = json_array_get(ar, i);
             if (!json_is_string(e))
                 return cm_error(CM_ERR_FORMAT, "%s: \"architectures\"[%zu] must be a string, got %s", path, i,
-                                json_kind(e));
+                                cm_json_kind(e));
             if (llama_like_arch(json_string_value(e))) ok = true;
         }
         if (!ok)
             return cm_error(CM_ERR_UNSUPPORTED,
                             "%s: \"architectures\" is [\"%s\"%s], not a LLaMA-family model (expected "
                             "LlamaForCausalLM or MistralForCausalLM)",
-                            path, show(json_string_value(json_array_get(ar, 0)), b, sizeof b),
+                            path, cm_json_show(json_string_value(json_array_get(ar, 0)), b, sizeof b),
                             n > 1 ? ", ..." : "");
     }
     return CM_OK;
@@ -219,7 +178,7 @@ static cm_status parse_eos(const char *path, json_t *root, cm_config *c) {
     if (!json_is_array(v))
         return cm_error(CM_ERR_FORMAT,
                         "%s: \"eos_token_id\" must be an integer or a list of integers, got %s", path,
-                        json_kind(v));
+                        cm_json_kind(v));
     size_t n = json_array_size(v);
     if (n > CM_MAX_EOS)
         return cm_error(CM_ERR_UNSUPPORTED, "%s: \"eos_token_id\" lists %zu ids, more than the %d supported",
@@ -228,7 +187,7 @@ static cm_status parse_eos(const char *path, json_t *root, cm_config *c) {
         json_t *e = json_array_get(v, i);
         if (!json_is_integer(e))
             return cm_error(CM_ERR_FORMAT, "%s: \"eos_token_id\"[%zu] must be an integer, got %s", path, i,
-                            json_kind(e));
+                            cm_json_kind(e));
         json_int_t x = json_integer_value(e);
         if (x < 0 || x > INT_MAX)
             return cm_error(CM_ERR_FORMAT, "%s: \"eos_token_id\"[%zu] = %lld is out of range", path, i,
@@ -241,7 +200,7 @@ static cm_status parse_eos(const char *path, json_t *root, cm_config *c) {
 
 static cm_status parse_root(const char *path, json_t *root, cm_config *c) {
     if (!json_is_object(root))
-        return cm_error(CM_ERR_FORMAT, "%s: config must be a JSON object, got %s", path, json_kind(root));
+        return cm_error(CM_ERR_FORMAT, "%s: config must be a JSON object, got %s", path, cm_json_kind(root));
     CM_TRY(check_family(path, root));
 
     CM_TRY(get_int(path, root, "", "hidden_size", &c->dim, NULL));
@@ -280,12 +239,12 @@ static cm_status parse_root(const char *path, json_t *root, cm_config *c) {
         char b[96];
         if (!json_is_string(act))
             return cm_error(CM_ERR_FORMAT, "%s: \"hidden_act\" must be a string, got %s", path,
-                            json_kind(act));
+                            cm_json_kind(act));
         const char *a = json_string_value(act);
         if (strcmp(a, "silu") != 0 && strcmp(a, "swish") != 0)
             return cm_error(CM_ERR_UNSUPPORTED,
                             "%s: \"hidden_act\" is \"%s\"; camelid's MLP is SwiGLU (\"silu\")", path,
-                            show(a, b, sizeof b));
+                            cm_json_show(a, b, sizeof b));
     }
     bool attn_bias = false, mlp_bias = false;
     CM_TRY(get_bool(path, root, "attention_bias", &attn_bias));

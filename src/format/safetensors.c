@@ -7,6 +7,7 @@
  *
  * Writer: tensors are streamed from the caller's pointers into an atomic file, in the order added, after a
  * header padded with spaces to a multiple of 8. */
+#include "format/json_util.h"
 #include "camelid/safetensors.h"
 
 #include <jansson.h>
@@ -31,50 +32,6 @@ struct cm_safetensors {
     st_meta *meta;
     size_t n_meta;
 };
-
-/* A printable, bounded rendering of an untrusted string for error messages (stays on one line). */
-static const char *show(const char *s, char *buf, size_t cap) {
-    size_t k = 0;
-    for (const unsigned char *p = (const unsigned char *)s; *p && k + 5 < cap; p++) {
-        if (k > 60) {
-            memcpy(buf + k, "...", 3);
-            k += 3;
-            break;
-        }
-        if (*p < 0x20 || *p == 0x7f || *p == '"' || *p == '\\') {
-            static const char hex[] = "0123456789abcdef";
-            buf[k++] = '\\';
-            buf[k++] = 'x';
-            buf[k++] = hex[*p >> 4];
-            buf[k++] = hex[*p & 15];
-        } else {
-            buf[k++] = (char)*p;
-        }
-    }
-    buf[k] = 0;
-    return buf;
-}
-
-static const char *json_kind(const json_t *v) {
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-        return "an integer";
-    case JSON_REAL:
-        return "a real number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    case JSON_NULL:
-        return "null";
-    }
-    return "?";
-}
 
 void cm_safetensors_close(cm_safetensors *st) {
     if (!st) return;
@@ -112,7 +69,7 @@ static cm_status parse_metadata(cm_safetensors *st, json_t *obj) {
     char b1[96];
     if (!json_is_object(obj))
         return cm_error(CM_ERR_FORMAT, "%s: \"__metadata__\" must be an object of strings, got %s", st->path,
-                        json_kind(obj));
+                        cm_json_kind(obj));
     size_t n = json_object_size(obj);
     st->meta = calloc(n ? n : 1, sizeof *st->meta);
     if (!st->meta) return cm_error(CM_ERR_NOMEM, "%s: out of memory", st->path);
@@ -121,7 +78,7 @@ static cm_status parse_metadata(cm_safetensors *st, json_t *obj) {
     json_object_foreach(obj, key, v) {
         if (!json_is_string(v))
             return cm_error(CM_ERR_FORMAT, "%s: __metadata__ \"%s\": value must be a string, got %s",
-                            st->path, show(key, b1, sizeof b1), json_kind(v));
+                            st->path, cm_json_show(key, b1, sizeof b1), cm_json_kind(v));
         st_meta *m = &st->meta[st->n_meta];
         m->key = strdup(key);
         m->value = strdup(json_string_value(v));
@@ -139,16 +96,16 @@ static cm_status parse_metadata(cm_safetensors *st, json_t *obj) {
 static cm_status parse_entry(const cm_safetensors *st, const char *name, json_t *obj, uint64_t data_size,
                              cm_tensor *t, st_range *r) {
     char nb[96], kb[96];
-    const char *shown = show(name, nb, sizeof nb);
+    const char *shown = cm_json_show(name, nb, sizeof nb);
     if (!json_is_object(obj))
         return cm_error(CM_ERR_FORMAT, "%s: tensor \"%s\": entry must be an object, got %s", st->path, shown,
-                        json_kind(obj));
+                        cm_json_kind(obj));
     const char *key;
     json_t *v;
     json_object_foreach(obj, key, v) {
         if (strcmp(key, "dtype") && strcmp(key, "shape") && strcmp(key, "data_offsets"))
             return cm_error(CM_ERR_FORMAT, "%s: tensor \"%s\": unexpected key \"%s\"", st->path, shown,
-                            show(key, kb, sizeof kb));
+                            cm_json_show(key, kb, sizeof kb));
     }
     json_t *jd = json_object_get(obj, "dtype"), *js = json_object_get(obj, "shape"),
            *jo = json_object_get(obj, "data_offsets");
@@ -158,14 +115,14 @@ static cm_status parse_entry(const cm_safetensors *st, const char *name, json_t 
 
     if (!json_is_string(jd))
         return cm_error(CM_ERR_FORMAT, "%s: tensor \"%s\": \"dtype\" must be a string, got %s", st->path,
-                        shown, json_kind(jd));
+                        shown, cm_json_kind(jd));
     if (cm_dtype_from_name(json_string_value(jd), &t->dtype) != 0)
         return cm_error(CM_ERR_FORMAT, "%s: tensor \"%s\": unknown dtype \"%s\"", st->path, shown,
-                        show(json_string_value(jd), kb, sizeof kb));
+                        cm_json_show(json_string_value(jd), kb, sizeof kb));
 
     if (!json_is_array(js))
         return cm_error(CM_ERR_FORMAT, "%s: tensor \"%s\": \"shape\" must be an array, got %s", st->path,
-                        shown, json_kind(js));
+                        shown, cm_json_kind(js));
     size_t ndim = json_array_size(js);
     if (ndim > CM_MAX_DIMS)
         return cm_error(CM_ERR_FORMAT,
@@ -178,7 +135,7 @@ static cm_status parse_entry(const cm_safetensors *st, const char *name, json_t 
         json_t *e = json_array_get(js, d);
         if (!json_is_integer(e))
             return cm_error(CM_ERR_FORMAT, "%s: tensor \"%s\": shape[%zu] must be an integer, got %s",
-                            st->path, shown, d, json_kind(e));
+                            st->path, shown, d, cm_json_kind(e));
         json_int_t x = json_integer_value(e);
         if (x < 0)
             return cm_error(CM_ERR_FORMAT, "%s: tensor \"%s\": shape[%zu] is negative (%lld)", st->path,
@@ -199,7 +156,7 @@ static cm_status parse_entry(const cm_safetensors *st, const char *name, json_t 
     if (!json_is_array(jo) || json_array_size(jo) != 2)
         return cm_error(CM_ERR_FORMAT,
                         "%s: tensor \"%s\": \"data_offsets\" must be an array [begin, end], got %s", st->path,
-                        shown, json_is_array(jo) ? "an array of another length" : json_kind(jo));
+                        shown, json_is_array(jo) ? "an array of another length" : cm_json_kind(jo));
     json_t *jb = json_array_get(jo, 0), *je = json_array_get(jo, 1);
     if (!json_is_integer(jb) || !json_is_integer(je))
         return cm_error(CM_ERR_FORMAT, "%s: tensor \"%s\": data_offsets must be integers", st->path, shown);
@@ -270,7 +227,8 @@ static cm_status parse_header(cm_safetensors *st, const uint8_t *bytes, size_t s
     cm_status rc = CM_OK;
     st_range *ranges = NULL;
     if (!json_is_object(root)) {
-        rc = cm_error(CM_ERR_FORMAT, "%s: header must be a JSON object, got %s", st->path, json_kind(root));
+        rc =
+            cm_error(CM_ERR_FORMAT, "%s: header must be a JSON object, got %s", st->path, cm_json_kind(root));
         goto done;
     }
     size_t cap = json_object_size(root);
@@ -322,14 +280,15 @@ static cm_status parse_header(cm_safetensors *st, const uint8_t *bytes, size_t s
         char b1[96], b2[96];
         if (r->begin < expect) {
             rc = cm_error(CM_ERR_FORMAT, "%s: tensor \"%s\": data_offsets [%llu, %llu] overlap tensor \"%s\"",
-                          st->path, show(st->tensors[i].name, b1, sizeof b1), (unsigned long long)r->begin,
-                          (unsigned long long)r->end, show(st->tensors[i - 1].name, b2, sizeof b2));
+                          st->path, cm_json_show(st->tensors[i].name, b1, sizeof b1),
+                          (unsigned long long)r->begin, (unsigned long long)r->end,
+                          cm_json_show(st->tensors[i - 1].name, b2, sizeof b2));
         } else if (r->begin > expect) {
             rc = cm_error(
                 CM_ERR_FORMAT,
                 "%s: tensor \"%s\": data_offsets [%llu, %llu] leave a gap: bytes [%llu, %llu) of the "
                 "data section belong to no tensor",
-                st->path, show(st->tensors[i].name, b1, sizeof b1), (unsigned long long)r->begin,
+                st->path, cm_json_show(st->tensors[i].name, b1, sizeof b1), (unsigned long long)r->begin,
                 (unsigned long long)r->end, (unsigned long long)expect, (unsigned long long)r->begin);
         }
         expect = r->end;
@@ -485,7 +444,7 @@ cm_status cm_safetensors_writer_set_metadata(cm_safetensors_writer *w, const cha
     json_decref(probe_v);
     if (!ok)
         return cm_error(CM_ERR_ARG, "%s: metadata \"%s\": key and value must be valid UTF-8", w->path,
-                        show(key, kb, sizeof kb));
+                        cm_json_show(key, kb, sizeof kb));
     for (size_t i = 0; i < w->n_meta; i++) {
         if (strcmp(w->meta[i].key, key) == 0) {
             char *v = strdup(value);
@@ -518,7 +477,7 @@ static cm_status writer_add(cm_safetensors_writer *w, const char *name, cm_dtype
                             const int64_t *shape, const void *data, size_t nbytes, bool owned) {
     char nb[96];
     if (!name) return cm_error(CM_ERR_ARG, "%s: tensor name must not be NULL", w->path);
-    const char *shown = show(name, nb, sizeof nb);
+    const char *shown = cm_json_show(name, nb, sizeof nb);
     if (strcmp(name, "__metadata__") == 0)
         return cm_error(CM_ERR_ARG, "%s: \"__metadata__\" is reserved and cannot name a tensor", w->path);
     json_t *probe = json_string(name);
