@@ -12,93 +12,8 @@
 #include "camelid/model.h"
 #include "camelid/tokenizer.h"
 #include "check.h"
+#include "vocab_vectors.h"
 #include "tokenizer/bpe_internal.h"
-
-#define MAX_CASES 64
-
-typedef struct {
-    int n;
-    char *text[MAX_CASES];
-    size_t len[MAX_CASES];
-    int32_t *ids[MAX_CASES];
-    size_t n_ids[MAX_CASES];
-    char *inp, *out;
-} vectors;
-
-static size_t parse_ids(const char *s, const char *end, int32_t **ids) {
-    size_t cap = 16, n = 0;
-    *ids = malloc(cap * sizeof **ids);
-    while (s < end) {
-        while (s < end && (*s == ' ' || *s == '\t')) s++;
-        if (s >= end || *s == '\n') break;
-        char *e;
-        long v = strtol(s, &e, 10);
-        if (e == s) break;
-        if (n == cap) *ids = realloc(*ids, (cap *= 2) * sizeof **ids);
-        (*ids)[n++] = (int32_t)v;
-        s = e;
-    }
-    return n;
-}
-
-static void load_vectors(vectors *v, const char *inp, const char *out) {
-    memset(v, 0, sizeof *v);
-    size_t isz = 0, osz = 0;
-    CHECK_OK(cm_read_file(inp, 1 << 20, &v->inp, &isz));
-    CHECK_OK(cm_read_file(out, 1 << 20, &v->out, &osz));
-    if (!v->inp || !v->out) return;
-    static const char sep[] = "\n__ggml_vocab_test__\n";
-    char *p = v->inp, *end = v->inp + isz;
-    while (p < end && v->n < MAX_CASES) {
-        char *q = strstr(p, sep);
-        if (!q) break;
-        v->text[v->n] = p;
-        v->len[v->n] = (size_t)(q - p);
-        v->n++;
-        p = q + strlen(sep);
-    }
-    char *o = v->out, *oend = v->out + osz;
-    for (int i = 0; i < v->n; i++) {
-        char *nl = memchr(o, '\n', (size_t)(oend - o));
-        if (!nl) nl = oend;
-        v->n_ids[i] = parse_ids(o, nl, &v->ids[i]);
-        o = nl < oend ? nl + 1 : oend;
-    }
-}
-
-static void free_vectors(vectors *v) {
-    for (int i = 0; i < v->n; i++) free(v->ids[i]);
-    free(v->inp);
-    free(v->out);
-}
-
-static bool same_ids(const int32_t *a, size_t na, const int32_t *b, size_t nb) {
-    return na == nb && (na == 0 || memcmp(a, b, na * sizeof *a) == 0);
-}
-
-static void print_ids(const char *what, const int32_t *a, size_t n) {
-    fprintf(stderr, "  %s:", what);
-    for (size_t i = 0; i < n; i++) fprintf(stderr, " %d", a[i]);
-    fprintf(stderr, "\n");
-}
-
-static void check_vectors(const cm_tokenizer *t, const vectors *v, const char *source) {
-    int bad = 0;
-    for (int i = 0; i < v->n; i++) {
-        int32_t *ids = NULL;
-        size_t n = 0;
-        CHECK_OK(cm_tokenizer_encode(t, v->text[i], v->len[i], false, false, &ids, &n));
-        if (!same_ids(ids, n, v->ids[i], v->n_ids[i])) {
-            fprintf(stderr, "%s: vector %d (\"%.*s\") differs\n", source, i, (int)v->len[i], v->text[i]);
-            print_ids("expected", v->ids[i], v->n_ids[i]);
-            print_ids("got", ids, n);
-            bad++;
-        }
-        free(ids);
-    }
-    CHECK(bad == 0);
-    CHECK(v->n == 46);
-}
 
 /* ---------------------------------------------------------------------------------------------------------
  * Random text: the same ids from both tokenizers */
@@ -254,7 +169,7 @@ static void test_llama2_spm(void) {
     cm_tokenizer *t = NULL;
     CHECK_OK(cm_tokenizer_open(cm_test_shared("tokenizers/llama2-sentencepiece/tokenizer.model"), 0, &t));
     if (!t) return;
-    check_vectors(t, &v, "llama2 tokenizer.model");
+    check_vectors(t, &v, "llama2 tokenizer.model", NULL);
     cm_tokenizer *j = json_round_trip(t, "llama2 tokenizer.json");
     if (j) {
         CHECK(cm_tokenizer_kind_of(j) == CM_TOKENIZER_SPM);
@@ -262,7 +177,7 @@ static void test_llama2_spm(void) {
         CHECK(cm_tokenizer_type(j, 0) == CM_TOKEN_UNKNOWN);
         CHECK(cm_tokenizer_type(j, 1) == CM_TOKEN_CONTROL);
         CHECK(cm_tokenizer_type(j, 3) == CM_TOKEN_BYTE);
-        check_vectors(j, &v, "llama2 tokenizer.json");
+        check_vectors(j, &v, "llama2 tokenizer.json", NULL);
         check_same_ids(t, j, "llama2 tokenizer.json", 2000);
         int32_t *ids = NULL;
         size_t n = 0;
@@ -291,7 +206,7 @@ static void test_gpt2(void) {
         CHECK(!cm_tokenizer_add_bos(j));
         CHECK(!cm_bpe_ignore_merges(j));
         CHECK(cm_bpe_n_merges(j) == 50000);
-        check_vectors(j, &v, "gpt-2 tokenizer.json");
+        check_vectors(j, &v, "gpt-2 tokenizer.json", NULL);
         check_same_ids(t, j, "gpt-2 tokenizer.json", 1000);
     }
     cm_tokenizer_close(j);
@@ -313,7 +228,7 @@ static void test_llama3(void) {
         CHECK(cm_tokenizer_add_bos(j));
         CHECK(cm_bpe_ignore_merges(j));
         CHECK(cm_bpe_pre_of(j) == CM_BPE_PRE_LLAMA3);
-        check_vectors(j, &v, "llama3 tokenizer.json");
+        check_vectors(j, &v, "llama3 tokenizer.json", NULL);
         check_same_ids(t, j, "llama3 tokenizer.json", 1000);
     }
     cm_tokenizer_close(j);
@@ -546,7 +461,7 @@ static void test_bpe_gguf(void) {
                 same = a == c && b == d;
             }
             CHECK(same);
-            check_vectors(back, &v, "llama3 gguf");
+            check_vectors(back, &v, "llama3 gguf", NULL);
         }
         cm_tokenizer_close(back);
     }
