@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "camelid/file.h"
 #include "camelid/status.h"
 
 static int check_failures = 0;
@@ -90,6 +91,28 @@ static inline const char *cm_test_data(const char *rel) {
     char *b = bufs[k++ & 7];
     snprintf(b, sizeof bufs[0], "%s/%s", root, rel);
     return b;
+}
+
+/* A whole file of little-endian float32 values (a golden), malloc'd; exits the test if unreadable. */
+static inline float *cm_test_read_f32(const char *path, size_t *n) {
+    char *data;
+    size_t size;
+    if (cm_read_file(path, (size_t)1 << 26, &data, &size) != CM_OK) {
+        fprintf(stderr, "%s\n", cm_last_error());
+        exit(1);
+    }
+    *n = size / 4;
+    return (float *)data;
+}
+
+/* Max |a - b| over n values; NaN counts as a failure (it propagates). */
+static inline double cm_test_max_diff(const float *a, const float *b, size_t n) {
+    double d = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - b[i]);
+        if (!(e <= d)) d = e;
+    }
+    return d;
 }
 
 /* A fresh temporary folder for this test (under $TMPDIR), heap string. */

@@ -28,26 +28,6 @@ static const char *adapter_dir(const char *name) {
     return b;
 }
 
-static float *read_f32(const char *path, size_t *n) {
-    char *data;
-    size_t size;
-    if (cm_read_file(path, 1 << 24, &data, &size) != CM_OK) {
-        fprintf(stderr, "%s\n", cm_last_error());
-        exit(1);
-    }
-    *n = size / 4;
-    return (float *)data;
-}
-
-static double max_diff(const float *a, const float *b, size_t n) {
-    double d = 0;
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)a[i] - b[i]);
-        if (!(e <= d)) d = e;
-    }
-    return d;
-}
-
 static float *logits_of(const cm_model *m) {
     cm_state *s;
     float *out = calloc((size_t)N_TOK * VOCAB, sizeof *out);
@@ -63,10 +43,10 @@ static double adapter_diff(cm_model *m, const char *adapter) {
     char path[4200];
     snprintf(path, sizeof path, "%s/logits.f32", adapter_dir(adapter));
     size_t n;
-    float *ref = read_f32(path, &n);
+    float *ref = cm_test_read_f32(path, &n);
     CHECK(n == (size_t)N_TOK * VOCAB);
     float *got = logits_of(m);
-    double d = max_diff(got, ref, n);
+    double d = cm_test_max_diff(got, ref, n);
     free(got);
     free(ref);
     return d;
@@ -412,7 +392,7 @@ static void test_target_spellings(void) {
     char path[4200];
     snprintf(path, sizeof path, "%s/logits.f32", adapter_dir("all-linear"));
     size_t n;
-    float *ref = read_f32(path, &n);
+    float *ref = cm_test_read_f32(path, &n);
     for (size_t i = 0; i < 3; i++) {
         char name[16];
         snprintf(name, sizeof name, "spell%zu", i);
@@ -424,7 +404,7 @@ static void test_target_spellings(void) {
         if (m) {
             CHECK_OK(cm_model_merge_adapter(m, d));
             float *got = logits_of(m);
-            double diff = max_diff(got, ref, n);
+            double diff = cm_test_max_diff(got, ref, n);
             CHECK(diff <= 1e-4);
             free(got);
             cm_model_close(m);

@@ -9,27 +9,6 @@
 #include "camelid/safetensors.h"
 #include "check.h"
 
-static float *read_f32(const char *path, size_t *n) {
-    char *data;
-    size_t size;
-    if (cm_read_file(path, 1 << 26, &data, &size) != CM_OK) {
-        fprintf(stderr, "%s\n", cm_last_error());
-        exit(1);
-    }
-    *n = size / 4;
-    return (float *)data;
-}
-
-/* Max |a - b| over n values. */
-static double max_diff(const float *a, const float *b, size_t n) {
-    double d = 0;
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)a[i] - b[i]);
-        if (!(e <= d)) d = e; /* NaN propagates as a failure */
-    }
-    return d;
-}
-
 /* Logits of every position of `tokens`, computed as one batch (batch > 1) or token by token. */
 static float *all_logits(const cm_model *m, const int32_t *tokens, int n, int batch, int threads) {
     cm_state *s;
@@ -52,12 +31,12 @@ static void check_story_logits(const char *path, const char *what) {
     CHECK_OK(cm_model_open(path, &m));
     if (!m) return;
     size_t n;
-    float *ref = read_f32(cm_test_shared("models/stories260K/reference/logits_prompt.f32"), &n);
+    float *ref = cm_test_read_f32(cm_test_shared("models/stories260K/reference/logits_prompt.f32"), &n);
     CHECK(n == 13 * 512);
     for (int batch = 1; batch <= 16; batch += 15) {
         for (int threads = 1; threads <= 2; threads++) {
             float *got = all_logits(m, story_tokens, 13, batch, threads);
-            double d = max_diff(got, ref, n);
+            double d = cm_test_max_diff(got, ref, n);
             printf("%s: batch %d, %d thread(s): max |logit - run.c| = %.3g\n", what, batch, threads, d);
             CHECK(d <= 1e-4);
             free(got);
@@ -91,10 +70,10 @@ static void check_hf_tiny(const char *variant) {
     int32_t *tokens = read_tokens(dir, &n);
     snprintf(path, sizeof path, "%s/logits.f32", dir);
     size_t nref;
-    float *ref = read_f32(path, &nref);
+    float *ref = cm_test_read_f32(path, &nref);
     CHECK(nref == (size_t)n * m->cfg.vocab_size);
     float *got = all_logits(m, tokens, n, 8, 2);
-    double d = max_diff(got, ref, nref);
+    double d = cm_test_max_diff(got, ref, nref);
     if (d > 1e-4) fprintf(stderr, "hf-tiny/%s: max diff %g\n", variant, d);
     CHECK(d <= 1e-4);
     free(got);
@@ -108,7 +87,7 @@ static void check_hf_tiny(const char *variant) {
     if (g) {
         CHECK(g->cfg.rope_layout == CM_ROPE_INTERLEAVED);
         got = all_logits(g, tokens, n, 8, 2);
-        d = max_diff(got, ref, nref);
+        d = cm_test_max_diff(got, ref, nref);
         if (d > 1e-4) fprintf(stderr, "hf-tiny/%s via GGUF: max diff %g\n", variant, d);
         CHECK(d <= 1e-4);
         free(got);
@@ -117,7 +96,7 @@ static void check_hf_tiny(const char *variant) {
         CHECK_OK(cm_model_open(hf, &h));
         if (h) {
             got = all_logits(h, tokens, n, 1, 1);
-            d = max_diff(got, ref, nref);
+            d = cm_test_max_diff(got, ref, nref);
             if (d > 1e-4) fprintf(stderr, "hf-tiny/%s via GGUF and HF: max diff %g\n", variant, d);
             CHECK(d <= 1e-4);
             free(got);
@@ -197,9 +176,9 @@ static void test_story_conversions(void) {
     if (b) {
         CHECK(b->layers[0].wq.dtype == CM_DTYPE_BF16);
         size_t n;
-        float *ref = read_f32(cm_test_shared("models/stories260K/reference/logits_prompt.f32"), &n);
+        float *ref = cm_test_read_f32(cm_test_shared("models/stories260K/reference/logits_prompt.f32"), &n);
         float *got = all_logits(b, story_tokens, 13, 13, 2);
-        double d = max_diff(got, ref, n);
+        double d = cm_test_max_diff(got, ref, n);
         CHECK(d < 0.5 && d > 1e-6); /* rounded, yet close */
         free(ref);
         free(got);
