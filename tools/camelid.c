@@ -85,6 +85,7 @@ static const char *main_help =
     "  template   print the prompt a chat template makes of a conversation\n"
     "  chat       talk with a model, turn by turn, through its chat template\n"
     "  init       write a random-weight model of a named shape (benchmarks, training from scratch)\n"
+    "  quantize   quantize a model to a Q8_0 or Q4_0 GGUF file (llama-quantize's bytes)\n"
     "  bench      measure prompt and generation speed (llama-bench methodology) against the machine's peak\n"
     "\n"
     "Every command accepts -t/--threads N and -h/--help. Run `camelid <command> --help` for its options.\n";
@@ -112,6 +113,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "template")) return cmd_template(argc - 2, argv + 2);
     if (!strcmp(cmd, "chat")) return cmd_chat(argc - 2, argv + 2);
     if (!strcmp(cmd, "init")) return cmd_init(argc - 2, argv + 2);
+    if (!strcmp(cmd, "quantize")) return cmd_quantize(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
     return cli_fail("unknown command \"%s\" (see camelid --help)", cmd);
 }

@@ -26,12 +26,24 @@ size_t cm_row_bytes(cm_dtype t, size_t n);
 /* The plain single-threaded reference of cm_matmul (f64 accumulation over the same quantized values). */
 void cm_matmul_ref(float *y, const float *x, int n, const void *w, cm_dtype wtype, int rows, int cols);
 
+/* The vector kernels below as function pointers for the active ISA path (cm_isa_active): fetch once before a
+ * loop that calls them many times (the public functions look the path up on every call). */
+typedef struct cm_vec_ops {
+    float (*dot)(const float *a, const float *b, int n);
+    void (*axpy)(float *y, float a, const float *x, int n);
+    void (*softmax)(float *x, int n);
+    void (*swiglu)(float *a, const float *b, int n);
+} cm_vec_ops;
+void cm_vec_ops_get(cm_vec_ops *ops);
+
 /* out = x * rsqrt(mean(x^2) + eps) * weight, over n elements (out may alias x). */
 void cm_rmsnorm(float *out, const float *x, const float *weight, int n, float eps);
-/* In-place softmax over n elements. */
+/* In-place softmax over n elements (n >= 1). */
 void cm_softmax(float *x, int n);
 /* a[i] = silu(a[i]) * b[i] */
 void cm_swiglu(float *a, const float *b, int n);
 float cm_dot_f32(const float *a, const float *b, int n);
+/* y[i] += a * x[i] */
+void cm_axpy_f32(float *y, float a, const float *x, int n);
 
 #endif

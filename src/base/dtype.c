@@ -5,13 +5,13 @@
 static const struct {
     const char *name;
     size_t bytes;
-    size_t elems; /* per block; 0 means 1 */
+    size_t elems; /* per block */
 } dtype_info[CM_DTYPE_COUNT] = {
-    [CM_DTYPE_F32] = {"F32", 4},   [CM_DTYPE_F16] = {"F16", 2}, [CM_DTYPE_BF16] = {"BF16", 2},
-    [CM_DTYPE_F64] = {"F64", 8},   [CM_DTYPE_U8] = {"U8", 1},   [CM_DTYPE_I8] = {"I8", 1},
-    [CM_DTYPE_I16] = {"I16", 2},   [CM_DTYPE_U16] = {"U16", 2}, [CM_DTYPE_I32] = {"I32", 4},
-    [CM_DTYPE_U32] = {"U32", 4},   [CM_DTYPE_I64] = {"I64", 8}, [CM_DTYPE_U64] = {"U64", 8},
-    [CM_DTYPE_BOOL] = {"BOOL", 1},
+    [CM_DTYPE_F32] = {"F32", 4, 1},   [CM_DTYPE_F16] = {"F16", 2, 1}, [CM_DTYPE_BF16] = {"BF16", 2, 1},
+    [CM_DTYPE_F64] = {"F64", 8, 1},   [CM_DTYPE_U8] = {"U8", 1, 1},   [CM_DTYPE_I8] = {"I8", 1, 1},
+    [CM_DTYPE_I16] = {"I16", 2, 1},   [CM_DTYPE_U16] = {"U16", 2, 1}, [CM_DTYPE_I32] = {"I32", 4, 1},
+    [CM_DTYPE_U32] = {"U32", 4, 1},   [CM_DTYPE_I64] = {"I64", 8, 1}, [CM_DTYPE_U64] = {"U64", 8, 1},
+    [CM_DTYPE_BOOL] = {"BOOL", 1, 1},
     [CM_DTYPE_Q8_0] = {"Q8_0", 34, 32},
     [CM_DTYPE_Q4_0] = {"Q4_0", 18, 32},
     [CM_DTYPE_Q6_K] = {"Q6_K", 210, 256},
@@ -19,7 +19,7 @@ static const struct {
 
 size_t cm_dtype_block_elems(cm_dtype t) {
     if ((unsigned)t >= CM_DTYPE_COUNT) return 0;
-    return dtype_info[t].elems ? dtype_info[t].elems : 1;
+    return dtype_info[t].elems;
 }
 
 size_t cm_dtype_block_bytes(cm_dtype t) {

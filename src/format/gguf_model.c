@@ -192,8 +192,16 @@ static cm_status add_f32_vector(cm_gguf_writer *w, const char *name, const float
     return cm_gguf_writer_add_tensor(w, name, CM_DTYPE_F32, 1, shape, v, (size_t)n * sizeof(float));
 }
 
+/* llama_ftype: ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q4_0 2, MOSTLY_Q8_0 7, MOSTLY_Q6_K 18, MOSTLY_BF16 32 */
 static uint32_t file_type_of(cm_dtype t) {
-    return t == CM_DTYPE_F16 ? 1 : t == CM_DTYPE_BF16 ? 32 : 0;
+    switch (t) {
+    case CM_DTYPE_F16: return 1;
+    case CM_DTYPE_BF16: return 32;
+    case CM_DTYPE_Q4_0: return 2;
+    case CM_DTYPE_Q8_0: return 7;
+    case CM_DTYPE_Q6_K: return 18;
+    default: return 0;
+    }
 }
 
 cm_status cm_model_save_gguf(const cm_model *m, const cm_tokenizer *tok, const char *path, cm_dtype dtype) {
@@ -210,8 +218,11 @@ cm_status cm_model_save_gguf(const cm_model *m, const cm_tokenizer *tok, const c
     } while (0)
     TRY(cm_gguf_writer_set_str(w, "general.architecture", "llama"));
     TRY(cm_gguf_writer_set_str(w, "general.name", "camelid export"));
-    TRY(cm_gguf_writer_set_u32(w, "general.file_type",
-                               file_type_of(dtype == CM_DTYPE_COUNT ? m->tok_embd.dtype : dtype)));
+    /* the file type names the bulk of the weights: a layer's (a quantized file's head may differ) */
+    cm_dtype bulk = c->n_layers > 0 ? m->layers[0].w_gate.dtype : m->tok_embd.dtype;
+    TRY(cm_gguf_writer_set_u32(w, "general.file_type", file_type_of(dtype == CM_DTYPE_COUNT ? bulk : dtype)));
+    if (cm_dtype_is_quant(dtype == CM_DTYPE_COUNT ? bulk : dtype))
+        TRY(cm_gguf_writer_set_u32(w, "general.quantization_version", 2));
     TRY(cm_gguf_writer_set_u32(w, "llama.vocab_size", (uint32_t)c->vocab_size));
     TRY(cm_gguf_writer_set_u32(w, "llama.context_length", (uint32_t)c->seq_len));
     TRY(cm_gguf_writer_set_u32(w, "llama.embedding_length", (uint32_t)c->dim));

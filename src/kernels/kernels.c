@@ -1,14 +1,17 @@
 #include "camelid/kernels.h"
 
 #include <stdbool.h>
+#include "camelid/isa.h"
 #include "camelid/quant.h"
+#include "simd.h"
 
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-float cm_dot_f32(const float *a, const float *b, int n) {
+/* The plain-C references; cm_isa_active() picks them or the SIMD variants of simd_ops.c / gemm_f32.c. */
+static float dot_ref(const float *a, const float *b, int n) {
     /* eight independent partial sums: the shape the SIMD variants use, and fast even as plain C */
     float acc[8] = {0};
     int i = 0;
@@ -44,7 +47,7 @@ static void matmul_rows(float *y, const float *x, int n, const void *w, cm_dtype
             cm_row_to_f32(wtype, wrow, rowbuf, (size_t)cols);
             row = rowbuf;
         }
-        for (int t = 0; t < n; t++) y[(size_t)t * rows + r] = cm_dot_f32(row, x + (size_t)t * cols, cols);
+        for (int t = 0; t < n; t++) y[(size_t)t * rows + r] = dot_ref(row, x + (size_t)t * cols, cols);
     }
 }
 
@@ -103,7 +106,13 @@ void cm_matmul(float *y, const float *x, int n, const void *w, cm_dtype wtype, i
     matmul_job job = {y, x, n, rows, cols, w, wtype};
     /* small problems are not worth waking threads for */
     if ((size_t)rows * cols * n < 16384) pool = NULL;
+    cm_isa isa = cm_isa_active();
+    if (isa != CM_ISA_SCALAR && cm_gemm_float(y, x, n, w, wtype, rows, cols, pool, isa) == 0) return;
     cm_pool_run(pool, matmul_worker, &job);
+}
+
+static void axpy_ref(float *y, float a, const float *x, int n) {
+    for (int i = 0; i < n; i++) y[i] += a * x[i];
 }
 
 void cm_rmsnorm(float *out, const float *x, const float *weight, int n, float eps) {
@@ -115,7 +124,7 @@ void cm_rmsnorm(float *out, const float *x, const float *weight, int n, float ep
     for (int i = 0; i < n; i++) out[i] = weight[i] * (ss * x[i]);
 }
 
-void cm_softmax(float *x, int n) {
+static void softmax_ref(float *x, int n) {
     float max = x[0];
     for (int i = 1; i < n; i++)
         if (x[i] > max) max = x[i];
@@ -127,10 +136,52 @@ void cm_softmax(float *x, int n) {
     for (int i = 0; i < n; i++) x[i] /= sum;
 }
 
-void cm_swiglu(float *a, const float *b, int n) {
+static void swiglu_ref(float *a, const float *b, int n) {
     for (int i = 0; i < n; i++) {
         float v = a[i];
         v *= 1.0f / (1.0f + expf(-v));
         a[i] = v * b[i];
     }
+}
+
+void cm_vec_ops_get(cm_vec_ops *ops) {
+    ops->dot = dot_ref;
+    ops->axpy = axpy_ref;
+    ops->softmax = softmax_ref;
+    ops->swiglu = swiglu_ref;
+#if defined(__x86_64__)
+    switch (cm_isa_active()) {
+    case CM_ISA_AVX512:
+        *ops = (cm_vec_ops){cm_dot_f32_avx512, cm_axpy_f32_avx512, cm_softmax_avx512, cm_swiglu_avx512};
+        break;
+    case CM_ISA_AVX2:
+        *ops = (cm_vec_ops){cm_dot_f32_avx2, cm_axpy_f32_avx2, cm_softmax_avx2, cm_swiglu_avx2};
+        break;
+    case CM_ISA_SCALAR: break;
+    }
+#endif
+}
+
+float cm_dot_f32(const float *a, const float *b, int n) {
+    cm_vec_ops ops;
+    cm_vec_ops_get(&ops);
+    return ops.dot(a, b, n);
+}
+
+void cm_axpy_f32(float *y, float a, const float *x, int n) {
+    cm_vec_ops ops;
+    cm_vec_ops_get(&ops);
+    ops.axpy(y, a, x, n);
+}
+
+void cm_softmax(float *x, int n) {
+    cm_vec_ops ops;
+    cm_vec_ops_get(&ops);
+    ops.softmax(x, n);
+}
+
+void cm_swiglu(float *a, const float *b, int n) {
+    cm_vec_ops ops;
+    cm_vec_ops_get(&ops);
+    ops.swiglu(a, b, n);
 }

@@ -1,11 +1,26 @@
-/* Matmuls of Q8_0 / Q4_0 weights: the activations are quantized to Q8_0 rows once, then every weight row is
- * dotted with them in integers, block by block, as ggml does. */
+/* Matmuls of Q8_0 / Q4_0 / Q6_K weights: the activations are quantized to Q8_0 once (the same bytes as
+ * cm_quantize_row_q8_0), then every weight row is dotted with them in integers, block by block, as ggml does.
+ *
+ * Paths, chosen per call by cm_isa_active():
+ *   scalar  the reference dots (cm_vec_dot_*_ref), one (row, token) pair at a time;
+ *   avx2    quant_avx2.c: tiles of 4 rows x 2 tokens, pmaddubsw/pmaddwd;
+ *   avx512  quant_avx512.c: tiles of 4 rows x 4 tokens, vpdpbusd (needs AVX-512 VNNI; without it, avx2).
+ * The integer dot of every 32-element block is exact in every path; only the order of the fp32 sums of
+ * (integer x d_w x d_x) differs (tests/unit/test_quant.c states the tolerance). Rows are split across the
+ * pool's threads in whole tiles; the activations are quantized in parallel over tokens first. */
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "camelid/isa.h"
 #include "camelid/kernels.h"
 #include "camelid/quant.h"
+#include "kernels/quant_internal.h"
 
-int cm_matmul_is_int8(cm_dtype t) { return t == CM_DTYPE_Q8_0 || t == CM_DTYPE_Q4_0; }
+int cm_matmul_is_int8(cm_dtype t) {
+    return t == CM_DTYPE_Q8_0 || t == CM_DTYPE_Q4_0 || t == CM_DTYPE_Q6_K;
+}
 
 void *cm_quantize_activations_q8_0(const float *x, int n, int cols) {
     size_t blocks = (size_t)cols / CM_QK8_0;
@@ -15,16 +30,18 @@ void *cm_quantize_activations_q8_0(const float *x, int n, int cols) {
     return xq;
 }
 
+/* ---- scalar reference path ---- */
+
 typedef struct {
     float *y;
     const cm_block_q8_0 *xq;
     int n, rows, cols;
     const void *w;
     cm_dtype wtype;
-} int8_job;
+} ref_job;
 
-static void int8_worker(void *arg, int thread, int n_threads) {
-    const int8_job *j = arg;
+static void ref_worker(void *arg, int thread, int n_threads) {
+    const ref_job *j = arg;
     int r0, r1;
     cm_split_range(j->rows, n_threads, thread, &r0, &r1);
     size_t row_bytes = cm_row_bytes(j->wtype, (size_t)j->cols), xq_blocks = (size_t)j->cols / CM_QK8_0;
@@ -32,22 +49,105 @@ static void int8_worker(void *arg, int thread, int n_threads) {
         const void *wrow = (const char *)j->w + (size_t)r * row_bytes;
         for (int t = 0; t < j->n; t++) {
             const cm_block_q8_0 *xr = j->xq + t * xq_blocks;
-            j->y[(size_t)t * j->rows + r] = j->wtype == CM_DTYPE_Q8_0
-                                                ? cm_vec_dot_q8_0_q8_0_ref(wrow, xr, (size_t)j->cols)
-                                                : cm_vec_dot_q4_0_q8_0_ref(wrow, xr, (size_t)j->cols);
+            float v;
+            switch (j->wtype) {
+            case CM_DTYPE_Q8_0:
+                v = cm_vec_dot_q8_0_q8_0_ref(wrow, xr, (size_t)j->cols);
+                break;
+            case CM_DTYPE_Q4_0:
+                v = cm_vec_dot_q4_0_q8_0_ref(wrow, xr, (size_t)j->cols);
+                break;
+            default:
+                v = cm_vec_dot_q6_K_q8_0_ref(wrow, xr, (size_t)j->cols);
+                break;
+            }
+            j->y[(size_t)t * j->rows + r] = v;
         }
     }
 }
 
-void cm_matmul_int8(float *y, const float *x, int n, const void *w, cm_dtype wtype, int rows, int cols,
-                    cm_pool *pool) {
+static void matmul_scalar(float *y, const float *x, int n, const void *w, cm_dtype wtype, int rows, int cols,
+                          cm_pool *pool) {
     cm_block_q8_0 *xq = cm_quantize_activations_q8_0(x, n, cols);
     if (!xq) {
         cm_matmul_ref(y, x, n, w, wtype, rows, cols); /* no memory for the fast path */
         return;
     }
-    int8_job job = {y, xq, n, rows, cols, w, wtype};
-    if ((size_t)rows * cols * n < 16384) pool = NULL;
-    cm_pool_run(pool, int8_worker, &job);
+    ref_job job = {y, xq, n, rows, cols, w, wtype};
+    cm_pool_run(pool, ref_worker, &job);
     free(xq);
+}
+
+/* ---- SIMD paths ---- */
+
+typedef struct {
+    cm_qact act;
+    const float *x;
+    float *y;
+    const void *w;
+    cm_dtype wtype;
+    size_t row_bytes;
+    int rows;
+    bool avx512;
+} simd_job;
+
+static void fill_worker(void *arg, int thread, int n_threads) {
+    simd_job *j = arg;
+    int t0, t1;
+    cm_split_range(j->act.n, n_threads, thread, &t0, &t1);
+    if (t0 >= t1) return;
+    if (j->avx512)
+        cm_qact_fill_avx512(&j->act, j->x, t0, t1);
+    else
+        cm_qact_fill_avx2(&j->act, j->x, t0, t1);
+}
+
+static void gemm_worker(void *arg, int thread, int n_threads) {
+    const simd_job *j = arg;
+    int b, e;
+    cm_split_range((j->rows + 3) / 4, n_threads, thread, &b, &e); /* whole tiles of 4 rows */
+    int r0 = 4 * b, r1 = 4 * e < j->rows ? 4 * e : j->rows;
+    if (r0 >= r1) return;
+    if (j->avx512)
+        cm_qgemm_avx512(j->wtype, j->w, j->row_bytes, r0, r1, &j->act, j->y, (size_t)j->rows);
+    else
+        cm_qgemm_avx2(j->wtype, j->w, j->row_bytes, r0, r1, &j->act, j->y, (size_t)j->rows);
+}
+
+void cm_matmul_int8(float *y, const float *x, int n, const void *w, cm_dtype wtype, int rows, int cols,
+                    cm_pool *pool) {
+    if ((size_t)rows * cols * n < 16384) pool = NULL; /* not worth waking threads for */
+    cm_isa isa = cm_isa_active();
+    if (isa == CM_ISA_SCALAR) {
+        matmul_scalar(y, x, n, w, wtype, rows, cols, pool);
+        return;
+    }
+    simd_job j;
+    memset(&j, 0, sizeof j);
+    j.avx512 = isa == CM_ISA_AVX512 && cm_cpu_features_get()->avx512vnni;
+    j.x = x;
+    j.y = y;
+    j.w = w;
+    j.wtype = wtype;
+    j.row_bytes = cm_row_bytes(wtype, (size_t)cols);
+    j.rows = rows;
+    cm_qact *a = &j.act;
+    a->n = n;
+    a->cols = cols;
+    a->nchunk = (cols + CM_QCHUNK - 1) / CM_QCHUNK;
+    a->offset_x = j.avx512 && wtype == CM_DTYPE_Q8_0;
+    a->corr_shift = wtype == CM_DTYPE_Q4_0 ? 3 : wtype == CM_DTYPE_Q6_K ? 5 : -1;
+    size_t per = (size_t)a->nchunk * CM_QCHUNK, qs_bytes = (size_t)n * per,
+           sc_bytes = (size_t)n * a->nchunk * 64;
+    char *buf = aligned_alloc(64, qs_bytes + 2 * sc_bytes);
+    if (!buf) {
+        matmul_scalar(y, x, n, w, wtype, rows, cols, pool);
+        return;
+    }
+    a->qs = (int8_t *)buf;
+    a->dx = (float *)(buf + qs_bytes);
+    a->corr = a->corr_shift >= 0 ? (int32_t *)(buf + qs_bytes + sc_bytes) : NULL;
+    cm_pool_run(n > 1 ? pool : NULL, fill_worker, &j);
+    cm_pool_run(pool, gemm_worker, &j);
+    free(buf);
 }

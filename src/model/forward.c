@@ -6,21 +6,27 @@
 #include "camelid/llama.h"
 #include "camelid/pool.h"
 
+struct cm_kv {
+    int ctx_len, kv_dim, n_layers;
+    float *key_cache, *value_cache; /* [layer][ctx_len][kv_dim] */
+};
+
 struct cm_state {
     int ctx_len, max_batch, n_threads;
     cm_pool *pool;
     int q_dim, kv_dim;
-    float *key_cache, *value_cache; /* [layer][ctx_len][kv_dim] */
-    float *x;                       /* residual stream [B][dim] */
-    float *xb;                      /* normed input [B][dim] */
-    float *q;                       /* [B][q_dim] */
-    float *k, *v;                   /* [B][kv_dim] */
-    float *att_out;                 /* [B][q_dim] */
-    float *proj;                    /* [B][dim] */
-    float *hb, *hb2;                /* [B][hidden] */
-    float *scores;                  /* [threads][ctx_len] */
-    float *rope_cos, *rope_sin;     /* [ctx_len][head_dim/2] */
-    float *logits_tmp;              /* [vocab] */
+    cm_kv *kv;                  /* the cache cm_forward uses */
+    cm_batch_token *items;      /* [B]: cm_forward's batch */
+    float *x;                   /* residual stream [B][dim] */
+    float *xb;                  /* normed input [B][dim] */
+    float *q;                   /* [B][q_dim] */
+    float *k, *v;               /* [B][kv_dim] */
+    float *att_out;             /* [B][q_dim] */
+    float *proj;                /* [B][dim] */
+    float *hb, *hb2;            /* [B][hidden] */
+    float *scores;              /* [threads][ctx_len] */
+    float *rope_cos, *rope_sin; /* [ctx_len][head_dim/2] */
+    float *logits_tmp;          /* [vocab] */
 };
 
 static float *alloc_floats(size_t n, int *failed) {
@@ -29,11 +35,47 @@ static float *alloc_floats(size_t n, int *failed) {
     return p;
 }
 
+cm_status cm_kv_open(const cm_model *m, int ctx_len, cm_kv **out) {
+    *out = NULL;
+    const cm_config *c = &m->cfg;
+    if (ctx_len <= 0) ctx_len = c->seq_len;
+    cm_kv *kv = calloc(1, sizeof *kv);
+    if (!kv) return cm_error(CM_ERR_NOMEM, "out of memory for a KV cache");
+    kv->ctx_len = ctx_len;
+    kv->kv_dim = c->n_kv_heads * c->head_dim;
+    kv->n_layers = c->n_layers;
+    size_t n = (size_t)c->n_layers * (size_t)ctx_len * (size_t)kv->kv_dim;
+    /* calloc: pages of positions never used are never touched */
+    kv->key_cache = calloc(n ? n : 1, sizeof(float));
+    kv->value_cache = calloc(n ? n : 1, sizeof(float));
+    if (!kv->key_cache || !kv->value_cache) {
+        cm_kv_close(kv);
+        return cm_error(CM_ERR_NOMEM, "out of memory for a KV cache of %d positions", ctx_len);
+    }
+    *out = kv;
+    return CM_OK;
+}
+
+void cm_kv_close(cm_kv *kv) {
+    if (!kv) return;
+    free(kv->key_cache);
+    free(kv->value_cache);
+    free(kv);
+}
+
+int cm_kv_ctx_len(const cm_kv *kv) {
+    return kv->ctx_len;
+}
+
+cm_kv *cm_state_kv(cm_state *s) {
+    return s->kv;
+}
+
 void cm_state_close(cm_state *s) {
     if (!s) return;
     cm_pool_close(s->pool);
-    free(s->key_cache);
-    free(s->value_cache);
+    cm_kv_close(s->kv);
+    free(s->items);
     free(s->x);
     free(s->xb);
     free(s->q);
@@ -105,10 +147,10 @@ cm_status cm_state_open(const cm_model *m, int ctx_len, int max_batch, int n_thr
     s->n_threads = n_threads;
     s->q_dim = c->n_heads * c->head_dim;
     s->kv_dim = c->n_kv_heads * c->head_dim;
-    size_t B = (size_t)max_batch, cache = (size_t)c->n_layers * ctx_len * s->kv_dim;
+    size_t B = (size_t)max_batch;
     int failed = 0;
-    s->key_cache = alloc_floats(cache, &failed);
-    s->value_cache = alloc_floats(cache, &failed);
+    s->items = calloc(B, sizeof *s->items);
+    if (!s->items) failed = 1;
     s->x = alloc_floats(B * c->dim, &failed);
     s->xb = alloc_floats(B * c->dim, &failed);
     s->q = alloc_floats(B * s->q_dim, &failed);
@@ -127,6 +169,7 @@ cm_status cm_state_open(const cm_model *m, int ctx_len, int max_batch, int n_thr
         return cm_error(CM_ERR_NOMEM, "out of memory for a KV cache of %d positions", ctx_len);
     }
     cm_status st = cm_pool_open(n_threads, &s->pool);
+    if (st == CM_OK) st = cm_kv_open(m, ctx_len, &s->kv);
     if (st != CM_OK) {
         cm_state_close(s);
         return st;
@@ -159,51 +202,53 @@ static void matmul(cm_state *s, float *y, const float *x, int n, const cm_weight
 typedef struct {
     const cm_config *c;
     cm_state *s;
-    int layer, n, pos;
+    const cm_batch_token *items;
+    int layer, n;
+    cm_vec_ops ops;
 } attention_job;
 
-/* Causal attention of the batch's queries over the cache (which already holds this batch's keys/values);
- * the (token, head) pairs are dealt round-robin to the threads. */
+/* Causal attention of the batch's queries, each over its own sequence's cache (which already holds this
+ * batch's keys/values) up to its position; the (token, head) pairs are dealt round-robin to the threads. */
 static void attention_worker(void *arg, int thread, int n_threads) {
     const attention_job *j = arg;
     const cm_config *c = j->c;
     cm_state *s = j->s;
     int hd = c->head_dim, group = c->n_heads / c->n_kv_heads;
     float scale = 1.0f / sqrtf((float)hd);
-    const float *kc = s->key_cache + (size_t)j->layer * s->ctx_len * s->kv_dim;
-    const float *vc = s->value_cache + (size_t)j->layer * s->ctx_len * s->kv_dim;
     float *att = s->scores + (size_t)thread * s->ctx_len;
     for (int job = thread; job < j->n * c->n_heads; job += n_threads) {
-        int t = job / c->n_heads, h = job % c->n_heads, kvh = h / group, p = j->pos + t;
+        int t = job / c->n_heads, h = job % c->n_heads, kvh = h / group, p = j->items[t].pos;
+        const cm_kv *kv = j->items[t].kv;
+        const float *kc = kv->key_cache + (size_t)j->layer * kv->ctx_len * s->kv_dim;
+        const float *vc = kv->value_cache + (size_t)j->layer * kv->ctx_len * s->kv_dim;
         const float *q = s->q + (size_t)t * s->q_dim + (size_t)h * hd;
         for (int k = 0; k <= p; k++)
-            att[k] = cm_dot_f32(q, kc + (size_t)k * s->kv_dim + (size_t)kvh * hd, hd) * scale;
-        cm_softmax(att, p + 1);
+            att[k] = j->ops.dot(q, kc + (size_t)k * s->kv_dim + (size_t)kvh * hd, hd) * scale;
+        j->ops.softmax(att, p + 1);
         float *o = s->att_out + (size_t)t * s->q_dim + (size_t)h * hd;
         memset(o, 0, (size_t)hd * sizeof(float));
-        for (int k = 0; k <= p; k++) {
-            const float *v = vc + (size_t)k * s->kv_dim + (size_t)kvh * hd;
-            float a = att[k];
-            for (int i = 0; i < hd; i++) o[i] += a * v[i];
-        }
+        for (int k = 0; k <= p; k++)
+            j->ops.axpy(o, att[k], vc + (size_t)k * s->kv_dim + (size_t)kvh * hd, hd);
     }
 }
 
-static void attention(const cm_config *c, cm_state *s, int layer, int n, int pos) {
-    attention_job job = {c, s, layer, n, pos};
+static void attention(const cm_config *c, cm_state *s, const cm_batch_token *items, int layer, int n) {
+    attention_job job = {c, s, items, layer, n, {0}};
+    cm_vec_ops_get(&job.ops);
+    size_t work = 0;
+    for (int t = 0; t < n; t++) work += (size_t)c->n_heads * (size_t)(items[t].pos + 1) * (size_t)c->head_dim;
     /* short contexts of a single token are cheaper on one thread than a wake-up */
-    bool parallel = (size_t)n * c->n_heads * (pos + n) * c->head_dim >= 16384;
-    cm_pool_run(parallel ? s->pool : NULL, attention_worker, &job);
+    cm_pool_run(work >= 16384 ? s->pool : NULL, attention_worker, &job);
 }
 
-static cm_status forward_batch(const cm_model *m, cm_state *s, const int32_t *tokens, int n, int pos,
-                               float *logits, bool all_logits) {
+/* One batch of at most max_batch tokens, from any sequences. */
+static void forward_items(const cm_model *m, cm_state *s, const cm_batch_token *items, int n, float *logits) {
     const cm_config *c = &m->cfg;
     int dim = c->dim, hid = c->hidden_dim, half = c->head_dim / 2;
     size_t row_bytes = cm_row_bytes(m->tok_embd.dtype, (size_t)dim);
     for (int t = 0; t < n; t++)
-        cm_row_to_f32(m->tok_embd.dtype, (const char *)m->tok_embd.data + (size_t)tokens[t] * row_bytes,
-                          s->x + (size_t)t * dim, (size_t)dim);
+        cm_row_to_f32(m->tok_embd.dtype, (const char *)m->tok_embd.data + (size_t)items[t].token * row_bytes,
+                      s->x + (size_t)t * dim, (size_t)dim);
 
     for (int l = 0; l < c->n_layers; l++) {
         const cm_layer *L = &m->layers[l];
@@ -212,17 +257,17 @@ static cm_status forward_batch(const cm_model *m, cm_state *s, const int32_t *to
         matmul(s, s->q, s->xb, n, &L->wq);
         matmul(s, s->k, s->xb, n, &L->wk);
         matmul(s, s->v, s->xb, n, &L->wv);
-        float *kc = s->key_cache + (size_t)l * s->ctx_len * s->kv_dim;
-        float *vc = s->value_cache + (size_t)l * s->ctx_len * s->kv_dim;
         for (int t = 0; t < n; t++) {
-            const float *cs = s->rope_cos + (size_t)(pos + t) * half,
-                        *sn = s->rope_sin + (size_t)(pos + t) * half;
+            int pos = items[t].pos;
+            cm_kv *kv = items[t].kv;
+            const float *cs = s->rope_cos + (size_t)pos * half, *sn = s->rope_sin + (size_t)pos * half;
             rope_apply(s->q + (size_t)t * s->q_dim, c->n_heads, c->head_dim, cs, sn, c->rope_layout);
             rope_apply(s->k + (size_t)t * s->kv_dim, c->n_kv_heads, c->head_dim, cs, sn, c->rope_layout);
-            memcpy(kc + (size_t)(pos + t) * s->kv_dim, s->k + (size_t)t * s->kv_dim, (size_t)s->kv_dim * 4);
-            memcpy(vc + (size_t)(pos + t) * s->kv_dim, s->v + (size_t)t * s->kv_dim, (size_t)s->kv_dim * 4);
+            size_t at = ((size_t)l * kv->ctx_len + (size_t)pos) * s->kv_dim;
+            memcpy(kv->key_cache + at, s->k + (size_t)t * s->kv_dim, (size_t)s->kv_dim * 4);
+            memcpy(kv->value_cache + at, s->v + (size_t)t * s->kv_dim, (size_t)s->kv_dim * 4);
         }
-        attention(c, s, l, n, pos);
+        attention(c, s, items, l, n);
         matmul(s, s->proj, s->att_out, n, &L->wo);
         for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->proj[i];
 
@@ -235,34 +280,64 @@ static cm_status forward_batch(const cm_model *m, cm_state *s, const int32_t *to
         for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->proj[i];
     }
 
-    if (!logits) return CM_OK;
-    int first = all_logits ? 0 : n - 1;
-    for (int t = first; t < n; t++)
-        cm_rmsnorm(s->xb + (size_t)(t - first) * dim, s->x + (size_t)t * dim, m->out_norm, dim, c->norm_eps);
-    matmul(s, logits, s->xb, n - first, &m->output);
+    /* the head only for the tokens whose logits are wanted */
+    int rows = 0;
+    for (int t = 0; t < n; t++)
+        if (items[t].logits)
+            cm_rmsnorm(s->xb + (size_t)(rows++) * dim, s->x + (size_t)t * dim, m->out_norm, dim, c->norm_eps);
+    if (rows > 0 && logits) matmul(s, logits, s->xb, rows, &m->output);
+}
+
+static cm_status check_items(const cm_model *m, const cm_state *s, const cm_batch_token *items, int n) {
+    for (int t = 0; t < n; t++) {
+        const cm_batch_token *it = &items[t];
+        if (it->token < 0 || it->token >= m->cfg.vocab_size)
+            return cm_error(CM_ERR_ARG, "forward: token id %d is outside the vocabulary (0..%d)", it->token,
+                            m->cfg.vocab_size - 1);
+        if (!it->kv) return cm_error(CM_ERR_ARG, "forward: batch item %d has no KV cache", t);
+        int ctx = it->kv->ctx_len < s->ctx_len ? it->kv->ctx_len : s->ctx_len;
+        if (it->pos < 0 || it->pos >= ctx)
+            return cm_error(CM_ERR_ARG, "forward: position %d exceeds the context of %d", it->pos, ctx);
+    }
+    return CM_OK;
+}
+
+cm_status cm_forward_batch(const cm_model *m, cm_state *s, const cm_batch_token *items, int n,
+                           float *logits) {
+    if (n <= 0) return cm_error(CM_ERR_ARG, "forward: empty batch");
+    CM_TRY(check_items(m, s, items, n));
+    for (int done = 0; done < n;) {
+        int chunk = n - done < s->max_batch ? n - done : s->max_batch;
+        int rows = 0;
+        for (int t = 0; t < done; t++) rows += items[t].logits;
+        forward_items(m, s, items + done, chunk, logits ? logits + (size_t)rows * m->cfg.vocab_size : NULL);
+        done += chunk;
+    }
     return CM_OK;
 }
 
 cm_status cm_forward(const cm_model *m, cm_state *s, const int32_t *tokens, int n, int pos, float *logits,
                      bool all_logits) {
-    const cm_config *c = &m->cfg;
     if (n <= 0) return cm_error(CM_ERR_ARG, "forward: empty batch");
     if (pos < 0 || pos + n > s->ctx_len)
         return cm_error(CM_ERR_ARG, "forward: positions %d..%d exceed the context of %d", pos, pos + n - 1,
                         s->ctx_len);
     for (int t = 0; t < n; t++)
-        if (tokens[t] < 0 || tokens[t] >= c->vocab_size)
+        if (tokens[t] < 0 || tokens[t] >= m->cfg.vocab_size)
             return cm_error(CM_ERR_ARG, "forward: token id %d is outside the vocabulary (0..%d)", tokens[t],
-                            c->vocab_size - 1);
+                            m->cfg.vocab_size - 1);
     for (int done = 0; done < n; done += s->max_batch) {
         int chunk = n - done < s->max_batch ? n - done : s->max_batch;
-        bool last = done + chunk == n;
+        for (int t = 0; t < chunk; t++)
+            s->items[t] =
+                (cm_batch_token){tokens[done + t], pos + done + t, s->kv, all_logits || done + t == n - 1};
+        CM_TRY(check_items(m, s, s->items, chunk));
         float *out = NULL;
         if (all_logits)
-            out = logits + (size_t)done * c->vocab_size;
-        else if (last)
+            out = logits + (size_t)done * m->cfg.vocab_size;
+        else if (done + chunk == n)
             out = logits;
-        CM_TRY(forward_batch(m, s, tokens + done, chunk, pos + done, out, all_logits));
+        forward_items(m, s, s->items, chunk, out);
     }
     return CM_OK;
 }

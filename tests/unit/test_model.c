@@ -4,6 +4,7 @@
 #include <jansson.h>
 
 #include "camelid/file.h"
+#include "camelid/isa.h"
 #include "camelid/llama.h"
 #include "camelid/model.h"
 #include "camelid/safetensors.h"
@@ -33,15 +34,21 @@ static void check_story_logits(const char *path, const char *what) {
     size_t n;
     float *ref = cm_test_read_f32(cm_test_shared("models/stories260K/reference/logits_prompt.f32"), &n);
     CHECK(n == 13 * 512);
-    for (int batch = 1; batch <= 16; batch += 15) {
-        for (int threads = 1; threads <= 2; threads++) {
-            float *got = all_logits(m, story_tokens, 13, batch, threads);
-            double d = cm_test_max_diff(got, ref, n);
-            printf("%s: batch %d, %d thread(s): max |logit - run.c| = %.3g\n", what, batch, threads, d);
-            CHECK(d <= 1e-4);
-            free(got);
+    /* every kernel path the CPU has (scalar, AVX2, AVX-512) */
+    for (int isa = CM_ISA_SCALAR; isa <= (int)cm_isa_best(); isa++) {
+        cm_isa_force(isa);
+        for (int batch = 1; batch <= 16; batch += 15) {
+            for (int threads = 1; threads <= 2; threads++) {
+                float *got = all_logits(m, story_tokens, 13, batch, threads);
+                double d = cm_test_max_diff(got, ref, n);
+                printf("%s: %s, batch %d, %d thread(s): max |logit - run.c| = %.3g\n", what,
+                       cm_isa_name((cm_isa)isa), batch, threads, d);
+                CHECK(d <= 1e-4);
+                free(got);
+            }
         }
     }
+    cm_isa_force(-1);
     free(ref);
     cm_model_close(m);
 }
@@ -223,6 +230,59 @@ static void test_llama2c_untied(void) {
     free(tmp);
 }
 
+/* Continuous batching: two sequences mixed in one batch give each the logits it gets alone. */
+static void test_forward_batch(void) {
+    cm_model *m;
+    CHECK_OK(cm_model_open(cm_test_shared("models/stories260K/stories260K.bin"), &m));
+    if (!m) return;
+    const int V = m->cfg.vocab_size, na = 13, nb = 6;
+    const int32_t *a = story_tokens;
+    const int32_t b[6] = {1, 403, 407, 261, 300, 301};
+    float *alone_a = all_logits(m, a, na, 16, 2), *alone_b = all_logits(m, b, nb, 16, 2);
+    cm_state *s;
+    cm_kv *ka, *kb;
+    CHECK_OK(cm_state_open(m, 64, 8, 2, &s)); /* a small max batch: the mixed batch runs in chunks */
+    CHECK_OK(cm_kv_open(m, 64, &ka));
+    CHECK_OK(cm_kv_open(m, 32, &kb));
+    if (s && ka && kb) {
+        cm_batch_token items[19];
+        int n = 0;
+        /* interleaved: a0 b0 a1 b1 ... then the rest of a */
+        for (int i = 0; i < na || i < nb; i++) {
+            if (i < na) items[n++] = (cm_batch_token){a[i], i, ka, true};
+            if (i < nb) items[n++] = (cm_batch_token){b[i], i, kb, true};
+        }
+        float *logits = malloc((size_t)n * V * sizeof(float));
+        CHECK_OK(cm_forward_batch(m, s, items, n, logits));
+        double worst = 0;
+        for (int t = 0; t < n; t++) {
+            const float *want =
+                items[t].kv == ka ? alone_a + (size_t)items[t].pos * V : alone_b + (size_t)items[t].pos * V;
+            double d = cm_test_max_diff(logits + (size_t)t * V, want, (size_t)V);
+            if (d > worst) worst = d;
+        }
+        CHECK(worst <= 1e-4);
+        /* one more decode step for both sequences together, only b's logits wanted */
+        cm_batch_token step[2] = {{300, na, ka, false}, {301, nb, kb, true}};
+        CHECK_OK(cm_forward_batch(m, s, step, 2, logits));
+        int32_t b7[7];
+        memcpy(b7, b, sizeof b);
+        b7[6] = 301;
+        float *alone_b7 = all_logits(m, b7, 7, 16, 1);
+        CHECK(cm_test_max_diff(logits, alone_b7 + 6 * (size_t)V, (size_t)V) <= 1e-4);
+        cm_batch_token bad = {1, 40, kb, true}; /* kb holds 32 positions */
+        CHECK_FAIL(cm_forward_batch(m, s, &bad, 1, logits), "context");
+        free(alone_b7);
+        free(logits);
+    }
+    cm_kv_close(ka);
+    cm_kv_close(kb);
+    cm_state_close(s);
+    free(alone_a);
+    free(alone_b);
+    cm_model_close(m);
+}
+
 static void test_forward_errors(void) {
     cm_model *m;
     CHECK_OK(cm_model_open(cm_test_shared("models/stories260K/stories260K.bin"), &m));
@@ -245,6 +305,7 @@ int main(void) {
     check_hf_tiny("linear-f16");
     check_hf_tiny("v5-rope-params");
     test_llama2c_untied();
+    test_forward_batch();
     test_forward_errors();
     CHECK_DONE();
 }
