@@ -87,6 +87,8 @@ static const char *main_help =
     "  init       write a random-weight model of a named shape (benchmarks, training from scratch)\n"
     "  quantize   quantize a model to a Q8_0 or Q4_0 GGUF file (llama-quantize's bytes)\n"
     "  bench      measure prompt and generation speed (llama-bench methodology) against the machine's peak\n"
+    "  eval       evaluate a model: MMLU, perplexity, BIG-bench, snowball (lm-eval-style results + store)\n"
+    "  eval-report compare the runs kept in an evaluation store (text table, HTML with SVG bars)\n"
     "\n"
     "Every command accepts -t/--threads N and -h/--help. Run `camelid <command> --help` for its options.\n";
 
@@ -115,5 +117,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "init")) return cmd_init(argc - 2, argv + 2);
     if (!strcmp(cmd, "quantize")) return cmd_quantize(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
+    if (!strcmp(cmd, "eval")) return cmd_eval(argc - 2, argv + 2);
+    if (!strcmp(cmd, "eval-report")) return cmd_eval_report(argc - 2, argv + 2);
     return cli_fail("unknown command \"%s\" (see camelid --help)", cmd);
 }

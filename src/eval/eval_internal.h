@@ -1,0 +1,56 @@
+/* Private to src/eval: the results document and the helpers the task families share. */
+#ifndef CAMELID_EVAL_INTERNAL_H
+#define CAMELID_EVAL_INTERNAL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "camelid/eval.h"
+
+struct cm_eval {
+    json_t *doc; /* the lm-eval-shaped document; the members below are borrowed views into it */
+    json_t *results, *group_subtasks, *configs, *versions, *n_shot, *higher, *n_samples, *samples, *camelid;
+    cm_eval_options opt;
+    bool interrupted;
+    const cm_eval_hooks *hooks;
+    const char *task;
+    double task_t0, last_checkpoint;
+    int64_t total;
+};
+
+/* A JSON number, or null when not finite (strict JSON). */
+json_t *ev_real(double x);
+/* Start a task's progress (total items). */
+void ev_begin(cm_eval *ev, const char *task, int64_t total);
+/* Report progress; returns nonzero when the caller asked to stop (the task must then save what it has and
+ * return ev_stop()). Checkpoints about once a second. */
+int ev_tick(cm_eval *ev, int64_t done);
+cm_status ev_stop(cm_eval *ev);
+/* Is a checkpoint due (a second since the last) and does anybody listen? */
+bool ev_checkpoint_due(const cm_eval *ev);
+/* Tell the caller the document changed now. */
+void ev_checkpoint(cm_eval *ev);
+/* Set a task's entries: results[name] = result (stolen), configs[name] = config (stolen), versions,
+ * n-shot, higher_is_better (stolen), n-samples {original, effective}. */
+void ev_set_task(cm_eval *ev, const char *name, json_t *result, json_t *config, int version, int n_shot,
+                 json_t *higher, int64_t n_original, int64_t n_effective);
+/* The list samples[name] (created on first use); NULL unless --log-samples. */
+json_t *ev_samples(cm_eval *ev, const char *name);
+/* The 1-based line where element `index` of the top-level array `key` starts ("" key: the top level is the
+ * array), or 0 if it cannot be found; for messages about well-formed JSON that lacks a field. */
+int ev_json_elem_line(const char *text, size_t len, const char *key, size_t index);
+/* The file name without folder and extension (heap string). */
+char *ev_stem(const char *path);
+/* A printable, bounded copy of an untrusted string (for messages). */
+const char *ev_show(const char *s, char *buf, size_t cap);
+
+cm_status cm_eval_mmlu(cm_eval *ev, cm_lm *lm, const char *data);
+cm_status cm_eval_perplexity(cm_eval *ev, cm_lm *lm, const char *path);
+cm_status cm_eval_bigbench(cm_eval *ev, cm_lm *lm, const char *path);
+cm_status cm_eval_snowball(cm_eval *ev, cm_lm *lm, const char *path);
+
+/* Generation prompt for a question: through the chat template when one is set (the question as the user's
+ * turn), else "Question: {q}\nAnswer:". Token ids malloc'd. */
+cm_status ev_generation_prompt(cm_eval *ev, cm_lm *lm, const char *question, int32_t **ids, int *n);
+
+#endif
