@@ -15,6 +15,8 @@ deps:
 
 deps-test:
 	@scripts/deps.sh test
+	@[ -f tests/serve/node_modules/openai/package.json ] || \
+		(cd tests/serve && npm ci --no-audit --no-fund --loglevel=error)
 
 build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null

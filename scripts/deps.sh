@@ -2,11 +2,14 @@
 # Installs the Debian packages camelid needs to build and test, only those missing.
 # Usage: scripts/deps.sh [build|test]
 set -euo pipefail
-want=(build-essential cmake pkg-config libjansson-dev libpcre2-dev libsqlite3-dev)
+want=(build-essential cmake pkg-config libjansson-dev libpcre2-dev libsqlite3-dev libmicrohttpd-dev)
 if [ "${1:-build}" = test ]; then
     # clang + compiler-rt give libFuzzer and the sanitizer runtimes for the fuzz targets; the CLI tests use python3
     # to build malformed files
     want+=(clang libclang-rt-dev python3)
+    # the serve test drives the server with the official openai npm client (tests/serve, `npm ci`)
+    command -v node >/dev/null || want+=(nodejs)
+    command -v npm >/dev/null || want+=(npm)
 fi
 missing=()
 for p in "${want[@]}"; do

@@ -89,6 +89,7 @@ static const char *main_help =
     "  bench      measure prompt and generation speed (llama-bench methodology) against the machine's peak\n"
     "  eval       evaluate a model: MMLU, perplexity, BIG-bench, snowball (lm-eval-style results + store)\n"
     "  eval-report compare the runs kept in an evaluation store (text table, HTML with SVG bars)\n"
+    "  serve      serve models over an OpenAI-compatible HTTP API (streaming, continuous batching)\n"
     "\n"
     "Every command accepts -t/--threads N and -h/--help. Run `camelid <command> --help` for its options.\n";
 
@@ -119,5 +120,6 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc - 2, argv + 2);
     if (!strcmp(cmd, "eval-report")) return cmd_eval_report(argc - 2, argv + 2);
+    if (!strcmp(cmd, "serve")) return cmd_serve(argc - 2, argv + 2);
     return cli_fail("unknown command \"%s\" (see camelid --help)", cmd);
 }

@@ -17,6 +17,7 @@ int cmd_quantize(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_eval_report(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 /* Print "camelid: error: ..." (one line) to stderr and return 1. */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
