@@ -28,6 +28,9 @@ struct cm_job {
     /* shared, under mu */
     char *out; /* text not yet taken by cm_job_wait */
     size_t out_len, out_cap;
+    size_t
+        *ends; /* where each emitted piece ends in out: a reader takes one piece (one SSE event) at a time */
+    size_t n_ends, cap_ends;
     bool started; /* some text was emitted (leading whitespace is trimmed before) */
     bool cancelled;
     cm_finish finish;
@@ -90,6 +93,7 @@ static void job_free(cm_job *j) {
     for (int i = 0; i < j->n_stop; i++) free(j->stop[i]);
     free(j->stop);
     free(j->out);
+    free(j->ends);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);
     free(j);
@@ -142,12 +146,20 @@ bool cm_job_wait(cm_job *j, int timeout_ms, cm_job_update *u) {
             if (pthread_cond_timedwait(&j->cv, &j->mu, &ts) == ETIMEDOUT) break;
     }
     if (j->out_len > 0) {
-        u->text = malloc(j->out_len + 1);
+        /* the oldest piece only, so that a stream carries one event per piece however fast tokens come */
+        size_t take = j->n_ends > 0 ? j->ends[0] : j->out_len;
+        u->text = malloc(take + 1);
         if (u->text) {
-            memcpy(u->text, j->out, j->out_len);
-            u->text[j->out_len] = 0;
-            u->len = j->out_len;
-            j->out_len = 0;
+            memcpy(u->text, j->out, take);
+            u->text[take] = 0;
+            u->len = take;
+            memmove(j->out, j->out + take, j->out_len - take);
+            j->out_len -= take;
+            if (j->n_ends > 0) {
+                memmove(j->ends, j->ends + 1, (j->n_ends - 1) * sizeof *j->ends);
+                j->n_ends--;
+                for (size_t i = 0; i < j->n_ends; i++) j->ends[i] -= take;
+            }
         }
     }
     /* the finish is reported once all text has been taken */
@@ -180,6 +192,19 @@ static void job_emit(cm_job *j, const char *s, size_t n) {
         }
         memcpy(j->out + j->out_len, s, n);
         j->out_len += n;
+        if (j->n_ends == j->cap_ends) {
+            size_t cap = j->cap_ends ? 2 * j->cap_ends : 16;
+            size_t *e = realloc(j->ends, cap * sizeof *e);
+            if (e) {
+                j->ends = e;
+                j->cap_ends = cap;
+            }
+        }
+        /* without room for the boundary, the piece joins the previous one */
+        if (j->n_ends < j->cap_ends)
+            j->ends[j->n_ends++] = j->out_len;
+        else if (j->n_ends > 0)
+            j->ends[j->n_ends - 1] = j->out_len;
         j->started = true;
         pthread_cond_broadcast(&j->cv);
     }
