@@ -1,6 +1,9 @@
-/* A fixed pool of worker threads for data-parallel kernels: cm_pool_run calls fn(arg, i, n) once on each of
- * the n threads (the caller is thread 0) and returns when all are done. Workers spin briefly between jobs
- * (a decode step runs hundreds of jobs), then sleep, so an idle or oversubscribed machine is not burned. */
+/* A fixed pool of worker threads for data-parallel kernels: cm_pool_run calls fn(arg, i, n) once for each
+ * part i of n (n = the pool's threads) and returns when all are done. Any thread may run any part (the caller
+ * runs parts too, so a worker the OS is slow to schedule never stalls a job), never two threads the same part
+ * at once: per-part scratch indexed by i is safe, and results must not depend on which thread ran a part.
+ * Workers spin briefly between jobs (a decode step runs hundreds), then sleep, so an idle or oversubscribed
+ * machine is not burned. */
 #ifndef CAMELID_POOL_H
 #define CAMELID_POOL_H
 

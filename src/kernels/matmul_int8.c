@@ -135,8 +135,10 @@ void cm_matmul_int8(float *y, const float *x, int n, const void *w, cm_dtype wty
     a->n = n;
     a->cols = cols;
     a->nchunk = (cols + CM_QCHUNK - 1) / CM_QCHUNK;
-    a->offset_x = j.avx512 && wtype == CM_DTYPE_Q8_0;
-    a->corr_shift = wtype == CM_DTYPE_Q4_0 ? 3 : wtype == CM_DTYPE_Q6_K ? 5 : -1;
+    /* vpdpbusd multiplies unsigned by signed bytes: the AVX-512 path makes every weight type unsigned (Q4_0
+     * q + 8, Q6_K q + 32, Q8_0 q + 128) and subtracts offset x sum(x), kept per activation chunk, so a weight
+     * chunk costs one vpdpbusd whatever its type (decode uses each weight chunk once) */
+    a->corr_shift = wtype == CM_DTYPE_Q4_0 ? 3 : wtype == CM_DTYPE_Q6_K ? 5 : j.avx512 ? 7 : -1;
     size_t per = (size_t)a->nchunk * CM_QCHUNK, qs_bytes = (size_t)n * per,
            sc_bytes = (size_t)n * a->nchunk * 64;
     char *buf = aligned_alloc(64, qs_bytes + 2 * sc_bytes);

@@ -280,8 +280,6 @@ void cm_qact_fill_ref(cm_qact *a, const float *x, int t0, int t1) {
             const float d = cm_f16_to_f32(blk.d);
             for (int j = 0; j < 8; j++) dx[b * 8 + j] = d;
         }
-        if (a->offset_x)
-            for (int g = 0; g < nb * CM_QK8_0; g++) qs[g] = (int8_t)((uint8_t)qs[g] ^ 0x80);
         if (a->corr) {
             int32_t *corr = a->corr + (size_t)t * a->nchunk * 16;
             for (int g = 0; g < a->nchunk * 16; g++) {

@@ -64,7 +64,6 @@ T256 void cm_qact_fill_avx2(cm_qact *a, const float *x, int t0, int t1) {
             const __m256i p =
                 _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
             __m256i bytes = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-            if (a->offset_x) bytes = _mm256_xor_si256(bytes, _mm256_set1_epi8((char)0x80));
             _mm256_storeu_si256((__m256i *)(qs + b * CM_QK8_0), bytes);
             _mm256_storeu_ps(dx + b * 8, _mm256_set1_ps(cm_f16_to_f32(cm_f32_to_f16(d))));
         }

@@ -45,7 +45,6 @@ T512 void cm_qact_fill_avx512(cm_qact *a, const float *x, int t0, int t1) {
             __m512i q1 = _mm512_cvttps_epi32(round_away(_mm512_mul_ps(v1, vid)));
             __m256i q = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm512_cvtepi32_epi8(q0)),
                                                 _mm512_cvtepi32_epi8(q1), 1);
-            if (a->offset_x) q = _mm256_xor_si256(q, _mm256_set1_epi8((char)0x80));
             _mm256_storeu_si256((__m256i *)(qs + b * CM_QK8_0), q);
             const float dq = cm_f16_to_f32(cm_f32_to_f16(d));
             _mm256_storeu_ps(dx + b * 8, _mm256_set1_ps(dq));
@@ -75,9 +74,9 @@ INLINE512 __m512 two_scales(const uint16_t *p0, const uint16_t *p1) {
 
 enum { W_Q8_0, W_Q4_0, W_Q6_K };
 
-/* Chunk c (64 elements) of a weight row: quants (s8 for Q8_0; u8 = q + 8 / q + 32 for Q4_0 / Q6_K), the
- * per-lane weight scale and, for Q8_0, the start value -128 * (sum of each 4 quants). */
-INLINE512 void decode(const int wt, const uint8_t *row, int c, int nb, __m512i *wv, __m512 *ws, __m512i *wc) {
+/* Chunk c (64 elements) of a weight row: quants as unsigned bytes (q + 128 / q + 8 / q + 32 for Q8_0 / Q4_0 /
+ * Q6_K; the activations' corr removes the offset) and the per-lane weight scale. */
+INLINE512 void decode(const int wt, const uint8_t *row, int c, int nb, __m512i *wv, __m512 *ws) {
     if (wt == W_Q8_0) {
         const cm_block_q8_0 *b = (const cm_block_q8_0 *)row + 2 * c;
         const bool two = 2 * c + 1 < nb;
@@ -86,8 +85,7 @@ INLINE512 void decode(const int wt, const uint8_t *row, int c, int nb, __m512i *
                                        _mm256_loadu_si256((const __m256i *)b[1].qs), 1)
                   : _mm512_zextsi256_si512(lo);
         *ws = two_scales(&b[0].d, two ? &b[1].d : NULL);
-        const __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), *wv);
-        *wc = _mm512_sub_epi32(_mm512_setzero_si512(), s);
+        *wv = _mm512_xor_si512(*wv, _mm512_set1_epi8((char)0x80)); /* q + 128 as unsigned */
     } else if (wt == W_Q4_0) {
         const cm_block_q4_0 *b = (const cm_block_q4_0 *)row + 2 * c;
         const bool two = 2 * c + 1 < nb;
@@ -140,7 +138,7 @@ INLINE512 void tile(const int wt, const int RT, const int TT, const uint8_t *w, 
     const int32_t *corr = a->corr ? a->corr + (size_t)t0 * sstride : NULL;
     for (int c = 0; c < a->nchunk; c++) {
         for (int i = 0; i < RT; i++) {
-            __m512i wv, wc = _mm512_setzero_si512();
+            __m512i wv;
             __m512 ws;
             const uint8_t *row = w + (size_t)(r + i) * row_bytes;
             /* the rows two tiles ahead: decode (one token) streams weights faster than the hardware
@@ -149,15 +147,12 @@ INLINE512 void tile(const int wt, const int RT, const int TT, const uint8_t *w, 
                               : wt == W_Q4_0 ? (size_t)c * 36
                                              : (size_t)(c / 4) * 210 + (c % 4) * 64;
             _mm_prefetch((const char *)row + pf + at, _MM_HINT_T0);
-            decode(wt, row, c, nb, &wv, &ws, &wc);
+            decode(wt, row, c, nb, &wv, &ws);
             for (int j = 0; j < TT; j++) {
                 const __m512i xv = _mm512_loadu_si512(qs + j * qstride + c * CM_QCHUNK);
                 const __m512 sc = _mm512_mul_ps(ws, _mm512_loadu_ps(dx + j * sstride + c * 16));
-                __m512i dp;
-                if (wt == W_Q8_0)
-                    dp = _mm512_dpbusd_epi32(wc, xv, wv);
-                else
-                    dp = _mm512_dpbusd_epi32(_mm512_loadu_si512(corr + j * sstride + c * 16), wv, xv);
+                const __m512i dp =
+                    _mm512_dpbusd_epi32(_mm512_loadu_si512(corr + j * sstride + c * 16), wv, xv);
                 acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), sc, acc[i][j]);
             }
         }

@@ -5,11 +5,10 @@
  * of 64 elements (two Q8_0 blocks; the row is zero-padded to a whole chunk):
  *   qs[64]   the int8 quants, in element order
  *   dx[16]   the block scale (fp16 -> f32) for each group of 4 elements: lanes 0-7 block 2c, 8-15 block 2c+1
- *   corr[16] for weights whose quants are stored with an offset (Q4_0: q+8, Q6_K: q+32), minus offset times
- *            the sum of each group of 4 activation quants; the integer dot of unsigned weight quants with the
- *            activations, started from corr, is then exactly the dot of the signed quants.
- * For Q8_0 weights (signed) the activations are stored offset instead (x + 128, unsigned) and the kernel
- * subtracts 128 x the sum of each group of 4 weight quants.
+ *   corr[16] for weights whose quants are taken with an offset to make them unsigned (Q4_0: q+8, Q6_K: q+32,
+ *            Q8_0 on AVX-512: q+128), minus offset times the sum of each group of 4 activation quants; the
+ *            integer dot of the unsigned weight quants with the activations, started from corr, is then
+ *            exactly the dot of the signed quants.
  * A 32-bit lane of a 512-bit vector holds one group of 4 elements, so dx and corr line up with the int32
  * lanes of vpdpbusd / pmaddubsw+pmaddwd results. */
 #ifndef CAMELID_QUANT_INTERNAL_H
@@ -26,7 +25,6 @@
 typedef struct cm_qact {
     int n, cols, nchunk; /* tokens, elements per token, chunks per token */
     int corr_shift;      /* corr = -(sum4 << corr_shift); -1: no corr */
-    int offset_x;        /* 1: qs holds x + 128 as uint8 (x ^ 0x80), for signed (Q8_0) weights */
     int8_t *qs;          /* [n][nchunk * 64] */
     float *dx;           /* [n][nchunk * 16] */
     int32_t *corr;       /* [n][nchunk * 16], or NULL */

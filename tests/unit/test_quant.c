@@ -194,9 +194,10 @@ static void test_qact_fill(void) {
         for (int i = 0; i < n * cols; i++) x[i] = uniform() * (i % 3 ? 1.0f : 37.0f);
         for (int i = 0; i < 32; i++) x[cols + i] = 0; /* token 1 starts with an all-zero block */
         x[2 * cols + 3] = 0.5f * 127.0f / 127.0f;     /* some exact halves after scaling */
-        for (int variant = 0; variant < 3; variant++) {
-            cm_qact ref = {n,    cols, nchunk, variant == 0 ? -1 : variant == 1 ? 3 : 5, variant == 0,
-                           NULL, NULL, NULL};
+        /* corr shifts: none (AVX2 Q8_0), 3 (Q4_0), 5 (Q6_K), 7 (Q8_0 on AVX-512) */
+        static const int shifts[] = {-1, 3, 5, 7};
+        for (int variant = 0; variant < 4; variant++) {
+            cm_qact ref = {n, cols, nchunk, shifts[variant], NULL, NULL, NULL};
             cm_qact got = ref;
             size_t qn = (size_t)n * nchunk * 64, sn = (size_t)n * nchunk * 16;
             ref.qs = malloc(qn), got.qs = malloc(qn);
@@ -206,8 +207,7 @@ static void test_qact_fill(void) {
             /* the reference layout holds exactly cm_quantize_row_q8_0's bytes */
             cm_block_q8_0 blk;
             cm_quantize_row_q8_0(x + cols, &blk, 32);
-            for (int j = 0; j < 32; j++)
-                CHECK((int8_t)(ref.qs[nchunk * 64 + j] ^ (ref.offset_x ? 0x80 : 0)) == blk.qs[j]);
+            for (int j = 0; j < 32; j++) CHECK(ref.qs[nchunk * 64 + j] == blk.qs[j]);
             for (int isa = 1; isa < n_isas(); isa++) {
                 memset(got.qs, 0x55, qn);
                 memset(got.dx, 0x55, sn * 4);
