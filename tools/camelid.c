@@ -55,13 +55,18 @@ int cli_parse(int argc, char **argv, arg_spec *specs, size_t n_specs, const char
     return 0;
 }
 
-int cli_open_model(const char *path, const char *tok_path, cm_model **m, const cm_tokenizer **tok,
-                   cm_tokenizer **owned_tok) {
+int cli_open_model(const char *path, const char *tok_path, bool optional_tokenizer, cm_model **m,
+                   const cm_tokenizer **tok, cm_tokenizer **owned_tok) {
     *m = NULL;
     *tok = NULL;
     *owned_tok = NULL;
     if (cm_model_open(path, m) != CM_OK) return cli_fail_status();
-    if (cm_model_tokenizer(*m, tok_path, tok, owned_tok) != CM_OK) {
+    cm_status st = cm_model_tokenizer(*m, tok_path, tok, owned_tok);
+    if (st == CM_ERR_NOT_FOUND && !tok_path && optional_tokenizer) {
+        fprintf(stderr, "camelid: no tokenizer found; writing the model without one\n");
+        return 0;
+    }
+    if (st != CM_OK) {
         cm_model_close(*m);
         *m = NULL;
         return cli_fail_status();

@@ -15,7 +15,8 @@ static const char *help =
     "Measure prompt processing (pp) and token generation (tg) speed as llama-bench does: random tokens, one\n"
     "warm-up, an empty cache for every repetition, tokens/s as mean +- standard deviation. Also probes this\n"
     "machine's read bandwidth and fp32 FMA peak with the same threads, and shows the achieved GB/s (tg: the\n"
-    "weights read per token) and GFLOP/s (pp: 2 x weights per prompt token plus attention) as a fraction of them.\n"
+    "weights read per token) and GFLOP/s (pp: 2 x weights per prompt token plus attention) as a fraction of "
+    "them.\n"
     "\n"
     "options:\n"
     "  -p, --n-prompt N   prompt tokens for pp (default 128; 0 skips pp)\n"
@@ -38,9 +39,9 @@ int cmd_bench(int argc, char **argv) {
     uint64_t seed = 1;
     bool json = false, no_probe = false;
     arg_spec specs[] = {
-        {"n-prompt", 'p', ARG_INT, &n_prompt, NULL},  {"n-gen", 'n', ARG_INT, &n_gen, NULL},
-        {"repetitions", 'r', ARG_INT, &reps, NULL},   {"seed", 0, ARG_U64, &seed, NULL},
-        {"json", 0, ARG_FLAG, &json, NULL},           {"no-probe", 0, ARG_FLAG, &no_probe, NULL},
+        {"n-prompt", 'p', ARG_INT, &n_prompt, NULL}, {"n-gen", 'n', ARG_INT, &n_gen, NULL},
+        {"repetitions", 'r', ARG_INT, &reps, NULL},  {"seed", 0, ARG_U64, &seed, NULL},
+        {"json", 0, ARG_FLAG, &json, NULL},          {"no-probe", 0, ARG_FLAG, &no_probe, NULL},
     };
     const char **pos = calloc((size_t)argc + 1, sizeof *pos);
     int n_pos = 0;
@@ -100,17 +101,22 @@ int cmd_bench(int argc, char **argv) {
         if (text) puts(text);
         free(text);
     } else {
-        printf("model: %s (%.1fM parameters, %s weights), %d thread(s), %s kernels\n", path, params / 1e6, wtype,
-               threads, cm_isa_name(cm_isa_active()));
+        printf("model: %s (%.1fM parameters, %s weights), %d thread(s), %s kernels\n", path, params / 1e6,
+               wtype, threads, cm_isa_name(cm_isa_active()));
         if (n_prompt > 0) {
             printf("pp%-5d %9.2f +- %7.2f tok/s   %7.1f GFLOP/s", n_prompt, r.pp_tps_mean, r.pp_tps_sd,
                    r.pp_gflop_per_s);
-            if (peak_gflop > 0) printf(" = %4.1f%% of the %.0f GFLOP/s FMA peak", 100 * r.pp_gflop_per_s / peak_gflop, peak_gflop);
+            if (peak_gflop > 0)
+                printf(" = %4.1f%% of the %.0f GFLOP/s FMA peak", 100 * r.pp_gflop_per_s / peak_gflop,
+                       peak_gflop);
             printf("\n");
         }
         if (n_gen > 0) {
-            printf("tg%-5d %9.2f +- %7.2f tok/s   %7.1f GB/s", n_gen, r.tg_tps_mean, r.tg_tps_sd, r.tg_gb_per_s);
-            if (peak_gb > 0) printf("     = %4.1f%% of the %.1f GB/s read bandwidth", 100 * r.tg_gb_per_s / peak_gb, peak_gb);
+            printf("tg%-5d %9.2f +- %7.2f tok/s   %7.1f GB/s", n_gen, r.tg_tps_mean, r.tg_tps_sd,
+                   r.tg_gb_per_s);
+            if (peak_gb > 0)
+                printf("     = %4.1f%% of the %.1f GB/s read bandwidth", 100 * r.tg_gb_per_s / peak_gb,
+                       peak_gb);
             printf("\n");
         }
     }

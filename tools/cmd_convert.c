@@ -55,16 +55,10 @@ int cmd_convert(int argc, char **argv) {
             return cli_fail("--dtype must be f32, f16 or bf16, got \"%s\"", dtype_name);
     }
     cm_model *m;
-    if (cm_model_open(in, &m) != CM_OK) return cli_fail_status();
-    const cm_tokenizer *tok = NULL;
-    cm_tokenizer *owned = NULL;
-    cm_status st = cm_model_tokenizer(m, tok_path, &tok, &owned);
-    if (st != CM_OK && (tok_path || st != CM_ERR_NOT_FOUND)) {
-        cm_model_close(m);
-        return cli_fail_status();
-    }
-    if (!tok) fprintf(stderr, "camelid: no tokenizer found; writing the model without one\n");
-    st = to_hf ? cm_model_save_hf(m, tok, out, dtype) : cm_model_save_gguf(m, tok, out, dtype);
+    const cm_tokenizer *tok;
+    cm_tokenizer *owned;
+    if (cli_open_model(in, tok_path, true, &m, &tok, &owned) != 0) return 1;
+    cm_status st = to_hf ? cm_model_save_hf(m, tok, out, dtype) : cm_model_save_gguf(m, tok, out, dtype);
     cm_tokenizer_close(owned);
     cm_model_close(m);
     if (st != CM_OK) return cli_fail_status();

@@ -212,7 +212,7 @@ int cmd_eval(int argc, char **argv) {
         cli_fail("--tasks is empty");
         goto done;
     }
-    if (cli_open_model(model_path, tok_path, &m, &tok, &owned_tok) != 0) goto done;
+    if (cli_open_model(model_path, tok_path, false, &m, &tok, &owned_tok) != 0) goto done;
     for (int i = 0; i < adapters.n; i++) {
         if (cm_model_merge_adapter(m, adapters.items[i]) != CM_OK) {
             cli_fail_status();

@@ -106,7 +106,7 @@ int cmd_generate(int argc, char **argv) {
         }
         prompt = file_prompt;
     }
-    if (cli_open_model(model_path, tok_path, &m, &tok, &owned_tok) != 0) goto out;
+    if (cli_open_model(model_path, tok_path, false, &m, &tok, &owned_tok) != 0) goto out;
     for (int i = 0; i < adapters.n; i++) {
         if (cm_model_merge_adapter(m, adapters.items[i]) != CM_OK) {
             cli_fail_status();

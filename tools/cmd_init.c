@@ -27,8 +27,8 @@ int cmd_init(int argc, char **argv) {
     uint64_t seed = 0;
     int threads = 1;
     arg_spec specs[] = {
-        {"shape", 0, ARG_STRING, &shape, NULL},      {"config", 0, ARG_STRING, &config, NULL},
-        {"random", 0, ARG_FLAG, &random, NULL},      {"seed", 's', ARG_U64, &seed, NULL},
+        {"shape", 0, ARG_STRING, &shape, NULL},        {"config", 0, ARG_STRING, &config, NULL},
+        {"random", 0, ARG_FLAG, &random, NULL},        {"seed", 's', ARG_U64, &seed, NULL},
         {"tokenizer", 0, ARG_STRING, &tok_path, NULL},
     };
     const char **pos = calloc((size_t)argc + 1, sizeof *pos);
@@ -44,15 +44,16 @@ int cmd_init(int argc, char **argv) {
     cm_config c;
     if (shape ? cm_config_from_shape(shape, &c) != CM_OK : cm_config_load_hf(config, &c) != CM_OK)
         return cli_fail_status();
-    if (config) c.rope_layout = CM_ROPE_INTERLEAVED; /* weights are drawn, so either layout is a valid model */
+    if (config)
+        c.rope_layout = CM_ROPE_INTERLEAVED; /* weights are drawn, so either layout is a valid model */
     cm_tokenizer *tok = NULL;
     if (tok_path) {
         if (cm_tokenizer_open(tok_path, c.vocab_size, &tok) != CM_OK) return cli_fail_status();
         if (cm_tokenizer_vocab_size(tok) > c.vocab_size) {
             int n = cm_tokenizer_vocab_size(tok);
             cm_tokenizer_close(tok);
-            return cli_fail("%s: the tokenizer has %d tokens, more than the shape's vocabulary of %d", tok_path, n,
-                            c.vocab_size);
+            return cli_fail("%s: the tokenizer has %d tokens, more than the shape's vocabulary of %d",
+                            tok_path, n, c.vocab_size);
         }
     }
     cm_model *m;

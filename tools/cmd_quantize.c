@@ -54,17 +54,11 @@ int cmd_quantize(int argc, char **argv) {
     else
         return cli_fail("--type must be q8_0 or q4_0, got \"%s\"", type_name);
     cm_model *m;
-    if (cm_model_open(in, &m) != CM_OK) return cli_fail_status();
-    const cm_tokenizer *tok = NULL;
-    cm_tokenizer *owned = NULL;
-    cm_status st = cm_model_tokenizer(m, tok_path, &tok, &owned);
-    if (st != CM_OK && (tok_path || st != CM_ERR_NOT_FOUND)) {
-        cm_model_close(m);
-        return cli_fail_status();
-    }
-    if (!tok) fprintf(stderr, "camelid: no tokenizer found; writing the model without one\n");
+    const cm_tokenizer *tok;
+    cm_tokenizer *owned;
+    if (cli_open_model(in, tok_path, true, &m, &tok, &owned) != 0) return 1;
     cm_quantize_stats stats;
-    st = cm_model_quantize(m, type, pure, threads, &stats);
+    cm_status st = cm_model_quantize(m, type, pure, threads, &stats);
     if (st == CM_OK) st = cm_model_save_gguf(m, tok, out, CM_DTYPE_COUNT);
     cm_tokenizer_close(owned);
     cm_model_close(m);

@@ -153,7 +153,7 @@ int cmd_serve(int argc, char **argv) {
             sp.host, strchr(sp.host, ':') ? "]" : "", cm_server_port(srv));
     for (int i = 0; i < n_pos; i++) {
         const cm_tokenizer *tok;
-        if (cli_open_model(pos[i], tok_path, &models[i], &tok, &owned[i]) != 0) goto out;
+        if (cli_open_model(pos[i], tok_path, false, &models[i], &tok, &owned[i]) != 0) goto out;
         n_models = i + 1;
         for (int k = 0; k < adapters.n; k++) {
             if (cm_model_merge_adapter(models[i], adapters.items[k]) != CM_OK) {

@@ -2,6 +2,7 @@
 #ifndef CAMELID_COMMANDS_H
 #define CAMELID_COMMANDS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "args.h"
@@ -28,9 +29,10 @@ int cli_parse(int argc, char **argv, arg_spec *specs, size_t n_specs, const char
 int cli_default_threads(void);
 struct cm_model;
 struct cm_tokenizer;
-/* Open MODEL and the tokenizer to use with it (--tokenizer, else its own or one beside it). Reports errors;
- * returns 0 or 1. *owned_tok is closed by the caller (NULL when the model's own is used). */
-int cli_open_model(const char *path, const char *tok_path, struct cm_model **m,
+/* Open MODEL and the tokenizer to use with it (--tokenizer, else its own or one beside it). Without a
+ * tokenizer the call fails, unless `optional_tokenizer` (then *tok is NULL and a note goes to stderr).
+ * Reports errors; returns 0 or 1. *owned_tok is closed by the caller (NULL when the model's own is used). */
+int cli_open_model(const char *path, const char *tok_path, bool optional_tokenizer, struct cm_model **m,
                    const struct cm_tokenizer **tok, struct cm_tokenizer **owned_tok);
 /* Read a whole file ("-" = stdin) byte for byte. */
 int cli_read_input(const char *path, char **data, size_t *len);
