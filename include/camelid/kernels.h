@@ -13,6 +13,11 @@
  * dot products are integer, as ggml does. Rows are split across the pool's threads (pool may be NULL). */
 void cm_matmul(float *y, const float *x, int n, const void *w, cm_dtype wtype, int rows, int cols,
                cm_pool *pool);
+/* cm_matmul of count weights W[k] [rows[k], cols], all of type wtype, against the same x: y[k] = x W[k]^T,
+ * the same values as count cm_matmul calls; the int8 path quantizes x once and runs one pool job for them
+ * all. */
+void cm_matmul_multi(float *const *y, const float *x, int n, const void *const *w, cm_dtype wtype,
+                     const int *rows, int cols, int count, cm_pool *pool);
 /* Weights whose matmul runs in integers against Q8_0 activations (Q8_0, Q4_0): src/kernels/matmul_int8.c. */
 int cm_matmul_is_int8(cm_dtype t);
 void cm_matmul_int8(float *y, const float *x, int n, const void *w, cm_dtype wtype, int rows, int cols,

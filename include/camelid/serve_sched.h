@@ -87,6 +87,7 @@ typedef struct cm_sched_stats {
     uint64_t prompt_tokens_total, generated_tokens_total;
     double prompt_seconds_total, decode_seconds_total; /* time spent in prefill / decode forwards */
     int queued, busy, parallel;
+    int decode_batch_max; /* the most sequences ever decoded together in one forward */
 } cm_sched_stats;
 void cm_sched_get_stats(cm_sched *s, cm_sched_stats *out);
 

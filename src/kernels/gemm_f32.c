@@ -132,10 +132,10 @@ T_AVX512 INLINE void dot_rows512(float *out, const char *row, size_t row_bytes, 
     const int esize = wt == CM_DTYPE_F32 ? 4 : 2;
     for (; k + 32 <= cols; k += 32) {
         __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
-        /* the same columns of the next block of rows (they follow in memory): one stream a block ahead */
+        /* the same columns of the rows 4 blocks on (they follow in memory), into L2: one stream ahead */
         for (int i = 0; i < RR; i++)
             for (int b = 0; b < 32 * esize; b += 64)
-                _mm_prefetch(row + (size_t)(RR + i) * row_bytes + (size_t)k * esize + b, _MM_HINT_T0);
+                _mm_prefetch(row + (size_t)(4 * RR + i) * row_bytes + (size_t)k * esize + b, _MM_HINT_T1);
         for (int i = 0; i < RR; i++) {
             a0[i] = _mm512_fmadd_ps(load_w512(row + i * row_bytes, k, wt), x0, a0[i]);
             a1[i] = _mm512_fmadd_ps(load_w512(row + i * row_bytes, k + 16, wt), x1, a1[i]);
@@ -484,6 +484,36 @@ T_AVX2 static void gemm_worker256(void *arg, int thread, int n_threads) {
 
 /* ================================================================ entry */
 
+/* Several GEMVs against the same x in one pool run (F32/F16/BF16 weights, a few tokens). */
+typedef struct {
+    gemm_job *jobs;
+    int count;
+    bool avx512;
+} gemv_multi_job;
+
+static void gemv_multi_worker(void *arg, int thread, int n_threads) {
+    const gemv_multi_job *m = arg;
+    for (int k = 0; k < m->count; k++)
+        (m->avx512 ? gemv_worker512 : gemv_worker256)(&m->jobs[k], thread, n_threads);
+}
+
+int cm_gemv_float_multi(float *const *y, const float *x, int n, const void *const *w, cm_dtype wtype,
+                        const int *rows, int cols, int count, cm_pool *pool, cm_isa isa) {
+    if (!cm_gemm_float_supported(isa, wtype) || wtype == CM_DTYPE_Q6_K || n <= 0 || n >= GEMM_MIN_TOKENS ||
+        cols <= 0 || count <= 0 || count > 4)
+        return -1;
+    gemm_job jobs[4];
+    for (int k = 0; k < count; k++) {
+        if (rows[k] <= 0) return -1;
+        jobs[k] = (gemm_job){y[k], x, NULL,    NULL, 0,    NULL,  0,
+                             cols, n, rows[k], cols, w[k], wtype, cm_row_bytes(wtype, (size_t)cols),
+                             0};
+    }
+    gemv_multi_job m = {jobs, count, isa == CM_ISA_AVX512};
+    cm_pool_run(pool, gemv_multi_worker, &m);
+    return 0;
+}
+
 int cm_gemm_float(float *y, const float *x, int n, const void *w, cm_dtype wtype, int rows, int cols,
                   cm_pool *pool, cm_isa isa) {
     if (!cm_gemm_float_supported(isa, wtype) || n <= 0 || rows <= 0 || cols <= 0) return -1;
@@ -540,6 +570,11 @@ int cm_gemm_float_supported(cm_isa isa, cm_dtype t) {
 
 int cm_gemm_float(float *y, const float *x, int n, const void *w, cm_dtype wtype, int rows, int cols,
                   cm_pool *pool, cm_isa isa) {
+    return -1;
+}
+
+int cm_gemv_float_multi(float *const *y, const float *x, int n, const void *const *w, cm_dtype wtype,
+                        const int *rows, int cols, int count, cm_pool *pool, cm_isa isa) {
     return -1;
 }
 

@@ -17,6 +17,7 @@
 #include "camelid/kernels.h"
 #include "camelid/quant.h"
 #include "kernels/quant_internal.h"
+#include "kernels/simd.h"
 
 int cm_matmul_is_int8(cm_dtype t) {
     return t == CM_DTYPE_Q8_0 || t == CM_DTYPE_Q4_0 || t == CM_DTYPE_Q6_K;
@@ -114,23 +115,46 @@ static void gemm_worker(void *arg, int thread, int n_threads) {
         cm_qgemm_avx2(j->wtype, j->w, j->row_bytes, r0, r1, &j->act, j->y, (size_t)j->rows);
 }
 
-void cm_matmul_int8(float *y, const float *x, int n, const void *w, cm_dtype wtype, int rows, int cols,
-                    cm_pool *pool) {
-    if ((size_t)rows * cols * n < 16384) pool = NULL; /* not worth waking threads for */
+/* The weights of one multi-matmul, each split across the threads in whole tiles of 4 rows. */
+typedef struct {
+    simd_job *j;
+    int count;
+    float *const *y;
+    const void *const *w;
+    const int *rows;
+} multi_job;
+
+static void multi_worker(void *arg, int thread, int n_threads) {
+    const multi_job *m = arg;
+    simd_job j = *m->j;
+    for (int k = 0; k < m->count; k++) {
+        j.y = m->y[k];
+        j.w = m->w[k];
+        j.rows = m->rows[k];
+        gemm_worker(&j, thread, n_threads);
+    }
+}
+
+/* count weights of one type and width against the same activations: quantized once, one pool run. */
+static void matmul_int8_multi(float *const *y, const float *x, int n, const void *const *w, cm_dtype wtype,
+                              const int *rows, int cols, int count, cm_pool *pool) {
+    size_t work = 0;
+    for (int k = 0; k < count; k++) work += (size_t)rows[k] * cols * n;
+    if (work < 16384) pool = NULL; /* not worth waking threads for */
     cm_isa isa = cm_isa_active();
     if (isa == CM_ISA_SCALAR) {
-        matmul_scalar(y, x, n, w, wtype, rows, cols, pool);
+        for (int k = 0; k < count; k++) matmul_scalar(y[k], x, n, w[k], wtype, rows[k], cols, pool);
         return;
     }
     simd_job j;
     memset(&j, 0, sizeof j);
     j.avx512 = isa == CM_ISA_AVX512 && cm_cpu_features_get()->avx512vnni;
     j.x = x;
-    j.y = y;
-    j.w = w;
+    j.y = y[0];
+    j.w = w[0];
     j.wtype = wtype;
     j.row_bytes = cm_row_bytes(wtype, (size_t)cols);
-    j.rows = rows;
+    j.rows = rows[0];
     cm_qact *a = &j.act;
     a->n = n;
     a->cols = cols;
@@ -143,13 +167,38 @@ void cm_matmul_int8(float *y, const float *x, int n, const void *w, cm_dtype wty
            sc_bytes = (size_t)n * a->nchunk * 64;
     char *buf = aligned_alloc(64, qs_bytes + 2 * sc_bytes);
     if (!buf) {
-        matmul_scalar(y, x, n, w, wtype, rows, cols, pool);
+        for (int k = 0; k < count; k++) matmul_scalar(y[k], x, n, w[k], wtype, rows[k], cols, pool);
         return;
     }
     a->qs = (int8_t *)buf;
     a->dx = (float *)(buf + qs_bytes);
     a->corr = a->corr_shift >= 0 ? (int32_t *)(buf + qs_bytes + sc_bytes) : NULL;
     cm_pool_run(n > 1 ? pool : NULL, fill_worker, &j);
-    cm_pool_run(pool, gemm_worker, &j);
+    if (count == 1) {
+        cm_pool_run(pool, gemm_worker, &j);
+    } else {
+        multi_job m = {&j, count, y, w, rows};
+        cm_pool_run(pool, multi_worker, &m);
+    }
     free(buf);
+}
+
+void cm_matmul_int8(float *y, const float *x, int n, const void *w, cm_dtype wtype, int rows, int cols,
+                    cm_pool *pool) {
+    matmul_int8_multi(&y, x, n, &w, wtype, &rows, cols, 1, pool);
+}
+
+void cm_matmul_multi(float *const *y, const float *x, int n, const void *const *w, cm_dtype wtype,
+                     const int *rows, int cols, int count, cm_pool *pool) {
+    if (cm_matmul_is_int8(wtype)) {
+        matmul_int8_multi(y, x, n, w, wtype, rows, cols, count, pool);
+        return;
+    }
+    size_t work = 0;
+    for (int k = 0; k < count; k++) work += (size_t)rows[k] * cols * n;
+    cm_isa isa = cm_isa_active();
+    if (isa != CM_ISA_SCALAR &&
+        cm_gemv_float_multi(y, x, n, w, wtype, rows, cols, count, work < 16384 ? NULL : pool, isa) == 0)
+        return;
+    for (int k = 0; k < count; k++) cm_matmul(y[k], x, n, w[k], wtype, rows[k], cols, pool);
 }

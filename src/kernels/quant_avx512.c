@@ -125,11 +125,12 @@ INLINE512 void decode(const int wt, const uint8_t *row, int c, int nb, __m512i *
     }
 }
 
-/* A tile of RT rows (from r) x TT tokens (from t0). */
+/* A tile of RT rows (from r) x TT tokens (from t0): RT <= 4 with TT <= 4, or RT = 8 with TT = 1 (decode: more
+ * rows in flight). Every (row, token) pair sums its chunks in the same order whatever the tile shape. */
 INLINE512 void tile(const int wt, const int RT, const int TT, const uint8_t *w, size_t row_bytes, int r,
                     int t0, const cm_qact *a, float *y, size_t ldy, int nb) {
-    const size_t pf = 8 * row_bytes;
-    __m512 acc[4][4];
+    const size_t pf = (RT == 8 ? 16 : 8) * row_bytes;
+    __m512 acc[8][4];
     for (int i = 0; i < RT; i++)
         for (int j = 0; j < TT; j++) acc[i][j] = _mm512_setzero_ps();
     const size_t qstride = (size_t)a->nchunk * CM_QCHUNK, sstride = (size_t)a->nchunk * 16;
@@ -141,12 +142,12 @@ INLINE512 void tile(const int wt, const int RT, const int TT, const uint8_t *w, 
             __m512i wv;
             __m512 ws;
             const uint8_t *row = w + (size_t)(r + i) * row_bytes;
-            /* the rows two tiles ahead: decode (one token) streams weights faster than the hardware
-             * prefetcher alone fetches them */
+            /* the rows 8 (16 for decode tiles) ahead, into L2: decode (one token) streams weights faster than
+             * the hardware prefetcher alone fetches them */
             const size_t at = wt == W_Q8_0   ? (size_t)c * 68
                               : wt == W_Q4_0 ? (size_t)c * 36
                                              : (size_t)(c / 4) * 210 + (c % 4) * 64;
-            _mm_prefetch((const char *)row + pf + at, _MM_HINT_T0);
+            _mm_prefetch((const char *)row + pf + at, _MM_HINT_T1);
             decode(wt, row, c, nb, &wv, &ws);
             for (int j = 0; j < TT; j++) {
                 const __m512i xv = _mm512_loadu_si512(qs + j * qstride + c * CM_QCHUNK);
@@ -165,6 +166,8 @@ INLINE512 void tile(const int wt, const int RT, const int TT, const uint8_t *w, 
     T512 static void tiles_##wt(const uint8_t *w, size_t row_bytes, int r0, int r1, const cm_qact *a,        \
                                 float *y, size_t ldy, int nb) {                                              \
         int r = r0;                                                                                          \
+        if (a->n == 1)                                                                                       \
+            for (; r + 8 <= r1; r += 8) tile(wt, 8, 1, w, row_bytes, r, 0, a, y, ldy, nb);                   \
         for (; r + 4 <= r1; r += 4) {                                                                        \
             int t = 0;                                                                                       \
             for (; t + 4 <= a->n; t += 4) tile(wt, 4, 4, w, row_bytes, r, t, a, y, ldy, nb);                 \

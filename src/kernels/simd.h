@@ -16,6 +16,10 @@ int cm_gemm_float_supported(cm_isa isa, cm_dtype wtype);
  * falls back to the reference). */
 int cm_gemm_float(float *y, const float *x, int n, const void *w, cm_dtype wtype, int rows, int cols,
                   cm_pool *pool, cm_isa isa);
+/* cm_gemm_float of count (<= 4) F32/F16/BF16 weights of the same width against the same few tokens (the GEMV
+ * case) in one pool run: the same values as one call per weight. -1: not that case (nothing done). */
+int cm_gemv_float_multi(float *const *y, const float *x, int n, const void *const *w, cm_dtype wtype,
+                        const int *rows, int cols, int count, cm_pool *pool, cm_isa isa);
 
 /* Vector variants of the small kernels (same contracts as kernels.h). */
 float cm_dot_f32_avx2(const float *a, const float *b, int n);

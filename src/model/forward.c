@@ -199,6 +199,24 @@ static void matmul(cm_state *s, float *y, const float *x, int n, const cm_weight
     cm_matmul(y, x, n, w->data, w->dtype, (int)w->rows, (int)w->cols, s->pool);
 }
 
+/* Two or three weights against the same input (q/k/v, gate/up; w2 may be NULL): one pool run when they share
+ * a type and width. */
+static void matmul3(cm_state *s, float *y0, float *y1, float *y2, const float *x, int n, const cm_weight *w0,
+                    const cm_weight *w1, const cm_weight *w2) {
+    int count = w2 ? 3 : 2;
+    if (w1->dtype != w0->dtype || w1->cols != w0->cols ||
+        (w2 && (w2->dtype != w0->dtype || w2->cols != w0->cols))) {
+        matmul(s, y0, x, n, w0);
+        matmul(s, y1, x, n, w1);
+        if (w2) matmul(s, y2, x, n, w2);
+        return;
+    }
+    float *const y[3] = {y0, y1, y2};
+    const void *const w[3] = {w0->data, w1->data, w2 ? w2->data : NULL};
+    const int rows[3] = {(int)w0->rows, (int)w1->rows, w2 ? (int)w2->rows : 0};
+    cm_matmul_multi(y, x, n, w, w0->dtype, rows, (int)w0->cols, count, s->pool);
+}
+
 typedef struct {
     const cm_config *c;
     cm_state *s;
@@ -241,43 +259,100 @@ static void attention(const cm_config *c, cm_state *s, const cm_batch_token *ite
     cm_pool_run(work >= 16384 ? s->pool : NULL, attention_worker, &job);
 }
 
+/* The per-token steps between the matmuls, split by token rows across the pool: every row is computed by
+ * the same code whichever thread runs it, so the results do not depend on the thread count. */
+typedef enum {
+    ROWS_NORM,       /* xb = rmsnorm(x) * norm */
+    ROWS_RESID_NORM, /* x += proj; then, with a norm, xb = rmsnorm(x) * norm */
+    ROWS_ROPE_KV,    /* RoPE of q and k, k and v into each token's cache */
+    ROWS_SWIGLU,     /* hb = silu(hb) * hb2 */
+} rows_step;
+
+typedef struct {
+    const cm_config *c;
+    cm_state *s;
+    const cm_batch_token *items;
+    int layer, n;
+    rows_step step;
+    const float *norm;
+    cm_vec_ops ops;
+} rows_job;
+
+static void rows_range(const rows_job *j, int t0, int t1) {
+    const cm_config *c = j->c;
+    cm_state *s = j->s;
+    int dim = c->dim, hid = c->hidden_dim, half = c->head_dim / 2;
+    for (int t = t0; t < t1; t++) {
+        float *x = s->x + (size_t)t * dim, *xb = s->xb + (size_t)t * dim;
+        switch (j->step) {
+        case ROWS_RESID_NORM: {
+            const float *proj = s->proj + (size_t)t * dim;
+            for (int i = 0; i < dim; i++) x[i] += proj[i];
+            if (j->norm) cm_rmsnorm(xb, x, j->norm, dim, c->norm_eps);
+            break;
+        }
+        case ROWS_NORM:
+            cm_rmsnorm(xb, x, j->norm, dim, c->norm_eps);
+            break;
+        case ROWS_ROPE_KV: {
+            int pos = j->items[t].pos;
+            cm_kv *kv = j->items[t].kv;
+            const float *cs = s->rope_cos + (size_t)pos * half, *sn = s->rope_sin + (size_t)pos * half;
+            rope_apply(s->q + (size_t)t * s->q_dim, c->n_heads, c->head_dim, cs, sn, c->rope_layout);
+            rope_apply(s->k + (size_t)t * s->kv_dim, c->n_kv_heads, c->head_dim, cs, sn, c->rope_layout);
+            size_t at = ((size_t)j->layer * kv->ctx_len + (size_t)pos) * s->kv_dim;
+            memcpy(kv->key_cache + at, s->k + (size_t)t * s->kv_dim, (size_t)s->kv_dim * 4);
+            memcpy(kv->value_cache + at, s->v + (size_t)t * s->kv_dim, (size_t)s->kv_dim * 4);
+            break;
+        }
+        case ROWS_SWIGLU:
+            j->ops.swiglu(s->hb + (size_t)t * hid, s->hb2 + (size_t)t * hid, hid);
+            break;
+        }
+    }
+}
+
+static void rows_worker(void *arg, int thread, int n_threads) {
+    const rows_job *j = arg;
+    int t0, t1;
+    cm_split_range(j->n, n_threads, thread, &t0, &t1);
+    rows_range(j, t0, t1);
+}
+
+static void run_rows(rows_job *j, rows_step step, const float *norm) {
+    j->step = step;
+    j->norm = norm;
+    /* a few tokens are cheaper on one thread than a wake-up */
+    cm_pool_run(j->n >= 4 ? j->s->pool : NULL, rows_worker, j);
+}
+
 /* One batch of at most max_batch tokens, from any sequences. */
 static void forward_items(const cm_model *m, cm_state *s, const cm_batch_token *items, int n, float *logits) {
     const cm_config *c = &m->cfg;
-    int dim = c->dim, hid = c->hidden_dim, half = c->head_dim / 2;
+    int dim = c->dim;
     size_t row_bytes = cm_row_bytes(m->tok_embd.dtype, (size_t)dim);
     for (int t = 0; t < n; t++)
         cm_row_to_f32(m->tok_embd.dtype, (const char *)m->tok_embd.data + (size_t)items[t].token * row_bytes,
                       s->x + (size_t)t * dim, (size_t)dim);
 
+    rows_job rj = {c, s, items, 0, n, ROWS_NORM, NULL, {0}};
+    cm_vec_ops_get(&rj.ops);
+    if (c->n_layers > 0) run_rows(&rj, ROWS_NORM, m->layers[0].attn_norm);
     for (int l = 0; l < c->n_layers; l++) {
         const cm_layer *L = &m->layers[l];
-        for (int t = 0; t < n; t++)
-            cm_rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, L->attn_norm, dim, c->norm_eps);
-        matmul(s, s->q, s->xb, n, &L->wq);
-        matmul(s, s->k, s->xb, n, &L->wk);
-        matmul(s, s->v, s->xb, n, &L->wv);
-        for (int t = 0; t < n; t++) {
-            int pos = items[t].pos;
-            cm_kv *kv = items[t].kv;
-            const float *cs = s->rope_cos + (size_t)pos * half, *sn = s->rope_sin + (size_t)pos * half;
-            rope_apply(s->q + (size_t)t * s->q_dim, c->n_heads, c->head_dim, cs, sn, c->rope_layout);
-            rope_apply(s->k + (size_t)t * s->kv_dim, c->n_kv_heads, c->head_dim, cs, sn, c->rope_layout);
-            size_t at = ((size_t)l * kv->ctx_len + (size_t)pos) * s->kv_dim;
-            memcpy(kv->key_cache + at, s->k + (size_t)t * s->kv_dim, (size_t)s->kv_dim * 4);
-            memcpy(kv->value_cache + at, s->v + (size_t)t * s->kv_dim, (size_t)s->kv_dim * 4);
-        }
+        rj.layer = l;
+        /* xb holds rmsnorm(x) * attn_norm here */
+        matmul3(s, s->q, s->k, s->v, s->xb, n, &L->wq, &L->wk, &L->wv);
+        run_rows(&rj, ROWS_ROPE_KV, NULL);
         attention(c, s, items, l, n);
         matmul(s, s->proj, s->att_out, n, &L->wo);
-        for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->proj[i];
+        run_rows(&rj, ROWS_RESID_NORM, L->ffn_norm);
 
-        for (int t = 0; t < n; t++)
-            cm_rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, L->ffn_norm, dim, c->norm_eps);
-        matmul(s, s->hb, s->xb, n, &L->w_gate);
-        matmul(s, s->hb2, s->xb, n, &L->w_up);
-        cm_swiglu(s->hb, s->hb2, n * hid);
+        matmul3(s, s->hb, s->hb2, NULL, s->xb, n, &L->w_gate, &L->w_up, NULL);
+        run_rows(&rj, ROWS_SWIGLU, NULL);
         matmul(s, s->proj, s->hb, n, &L->w_down);
-        for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->proj[i];
+        /* the residual, and the next layer's input norm in the same pass */
+        run_rows(&rj, ROWS_RESID_NORM, l + 1 < c->n_layers ? m->layers[l + 1].attn_norm : NULL);
     }
 
     /* the head only for the tokens whose logits are wanted */

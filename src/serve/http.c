@@ -302,6 +302,7 @@ static enum MHD_Result handle_metrics(cm_server *s, struct MHD_Connection *c) {
         {"camelid_requests_deferred", "gauge", "Requests waiting in the queue."},
         {"camelid_requests_processing", "gauge", "Busy slots."},
         {"camelid_slots", "gauge", "Slots (--parallel)."},
+        {"camelid_decode_batch_max", "gauge", "The most sequences decoded together in one forward so far."},
     };
     for (size_t f = 0; f < sizeof fams / sizeof *fams; f++) {
         sb_printf(&b, "# HELP %s %s\n# TYPE %s %s\n", fams[f].name, fams[f].help, fams[f].name, fams[f].type);
@@ -334,8 +335,11 @@ static enum MHD_Result handle_metrics(cm_server *s, struct MHD_Connection *c) {
             case 7:
                 v = st.busy;
                 break;
-            default:
+            case 8:
                 v = st.parallel;
+                break;
+            default:
+                v = st.decode_batch_max;
                 break;
             }
             sb_printf(&b, "%s{model=\"%s\"} %.17g\n", fams[f].name, s->models[i].id, v);
@@ -468,8 +472,10 @@ typedef enum { WAIT_UPDATE, WAIT_GONE, WAIT_TIMEOUT } wait_result;
 
 static wait_result gen_wait(gen_ctx *g, cm_job_update *u) {
     for (;;) {
-        if (cm_job_wait(g->job, WAIT_SLICE_MS, u)) return WAIT_UPDATE;
+        /* the socket is checked before every update too: while tokens keep coming the wait never times
+         * out, and a client that left must free its slot at once, not when the reply is done */
         if (client_gone(g->fd)) return WAIT_GONE;
+        if (cm_job_wait(g->job, WAIT_SLICE_MS, u)) return WAIT_UPDATE;
         if (now_seconds() > g->deadline) return WAIT_TIMEOUT;
     }
 }

@@ -498,6 +498,7 @@ static void *sched_main(void *arg) {
         double dt = now_seconds() - t0;
         pthread_mutex_lock(&s->mu);
         s->stats.decode_seconds_total += dt;
+        if (n_dec > s->stats.decode_batch_max) s->stats.decode_batch_max = n_dec;
         pthread_mutex_unlock(&s->mu);
         for (int k = 0; k < n_dec; k++) {
             slot *sl = &s->slots[dec[k]];

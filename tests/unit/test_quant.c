@@ -280,6 +280,59 @@ static void test_matmul_paths(void) {
     printf("matmul paths: %d comparisons against the reference\n", compared);
 }
 
+/* cm_matmul_multi gives the same bytes as one cm_matmul per weight, on every path and thread count. */
+static void test_matmul_multi(void) {
+    const cm_dtype types[] = {CM_DTYPE_Q8_0, CM_DTYPE_Q4_0, CM_DTYPE_Q6_K, CM_DTYPE_F32};
+    const int rows[3] = {37, 5, 64}, ns[] = {1, 3, 9};
+    cm_pool *pool2;
+    CHECK_OK(cm_pool_open(2, &pool2));
+    for (int ti = 0; ti < 4; ti++) {
+        cm_dtype t = types[ti];
+        int cols = t == CM_DTYPE_Q6_K ? 512 : 288;
+        void *w[3];
+        for (int k = 0; k < 3; k++) {
+            if (t == CM_DTYPE_F32) {
+                float *f = malloc((size_t)rows[k] * cols * sizeof(float));
+                for (int i = 0; i < rows[k] * cols; i++) f[i] = uniform() * 0.05f;
+                w[k] = f;
+            } else {
+                w[k] = random_weights(t, rows[k], cols, 0.05f);
+            }
+        }
+        for (int ni = 0; ni < 3; ni++) {
+            int n = ns[ni];
+            float *x = malloc((size_t)n * cols * sizeof(float));
+            for (int i = 0; i < n * cols; i++) x[i] = uniform();
+            float *y[3], *want[3];
+            for (int k = 0; k < 3; k++) {
+                y[k] = malloc((size_t)n * rows[k] * sizeof(float));
+                want[k] = malloc((size_t)n * rows[k] * sizeof(float));
+            }
+            for (int isa = 0; isa < n_isas(); isa++) {
+                for (int th = 1; th <= 2; th++) {
+                    cm_isa_force(isa);
+                    cm_pool *p = th == 2 ? pool2 : NULL;
+                    for (int k = 0; k < 3; k++) cm_matmul(want[k], x, n, w[k], t, rows[k], cols, p);
+                    for (int count = 2; count <= 3; count++) {
+                        cm_matmul_multi(y, x, n, (const void *const *)w, t, rows, cols, count, p);
+                        for (int k = 0; k < count; k++)
+                            if (memcmp(y[k], want[k], (size_t)n * rows[k] * sizeof(float)) != 0) {
+                                fprintf(stderr, "multi %s %s n %d threads %d count %d: weight %d differs\n",
+                                        cm_dtype_name(t), cm_isa_name((cm_isa)isa), n, th, count, k);
+                                check_failures++;
+                            }
+                    }
+                }
+            }
+            cm_isa_force(-1);
+            free(x);
+            for (int k = 0; k < 3; k++) free(y[k]), free(want[k]);
+        }
+        for (int k = 0; k < 3; k++) free(w[k]);
+    }
+    cm_pool_close(pool2);
+}
+
 /* With every scale 1 (fp16 1.0) and integer activations whose blocks reach +-127, each product is an integer
  * below 2^24, so any order of fp32 sums is exact: every path must give the exact integer dot. */
 static void test_matmul_exact(void) {
@@ -438,6 +491,7 @@ int main(void) {
     test_qact_fill();
     test_matmul_exact();
     test_matmul_paths();
+    test_matmul_multi();
     test_choose();
     test_quality();
     CHECK_DONE();
