@@ -74,6 +74,18 @@ int cli_open_model(const char *path, const char *tok_path, bool optional_tokeniz
     return 0;
 }
 
+int cli_parse_fixed(int argc, char **argv, arg_spec *specs, size_t n_specs, const char *help, int *threads,
+                    const char **slots, int n_slots) {
+    for (int i = 0; i < n_slots; i++) slots[i] = NULL;
+    const char **pos = calloc((size_t)argc + 1, sizeof *pos);
+    if (!pos) return cli_fail("out of memory"), -1;
+    int n_pos = 0;
+    int rc = cli_parse(argc, argv, specs, n_specs, help, threads, pos, &n_pos);
+    for (int i = 0; i < n_slots && i < n_pos; i++) slots[i] = pos[i];
+    free(pos);
+    return rc;
+}
+
 int cli_default_threads(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;

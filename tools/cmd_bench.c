@@ -43,11 +43,9 @@ int cmd_bench(int argc, char **argv) {
         {"repetitions", 'r', ARG_INT, &reps, NULL},  {"seed", 0, ARG_U64, &seed, NULL},
         {"json", 0, ARG_FLAG, &json, NULL},          {"no-probe", 0, ARG_FLAG, &no_probe, NULL},
     };
-    const char **pos = calloc((size_t)argc + 1, sizeof *pos);
-    int n_pos = 0;
-    int rc = cli_parse(argc, argv, specs, sizeof specs / sizeof *specs, help, &threads, pos, &n_pos);
-    const char *path = n_pos > 0 ? pos[0] : NULL, *extra = n_pos > 1 ? pos[1] : NULL;
-    free(pos);
+    const char *pos[2];
+    int rc = cli_parse_fixed(argc, argv, specs, sizeof specs / sizeof *specs, help, &threads, pos, 2);
+    const char *path = pos[0], *extra = pos[1];
     if (rc != 0) return rc < 0 ? 1 : 0;
     if (!path) return cli_fail("bench needs a MODEL (see camelid bench --help)");
     if (extra) return cli_fail("bench takes one MODEL, got an extra argument \"%s\"", extra);

@@ -104,11 +104,9 @@ int cmd_chat(int argc, char **argv) {
         {"n-predict", 'n', ARG_INT, &n_predict, NULL}, {"ctx-size", 'c', ARG_INT, &ctx, NULL},
     };
     sampling_opts_specs(&so, specs + 6);
-    const char **pos = calloc((size_t)argc + 1, sizeof *pos);
-    int n_pos = 0;
-    int rc = cli_parse(argc, argv, specs, sizeof specs / sizeof *specs, help, &threads, pos, &n_pos);
-    const char *model_path = n_pos > 0 ? pos[0] : NULL, *extra = n_pos > 1 ? pos[1] : NULL;
-    free(pos);
+    const char *pos[2];
+    int rc = cli_parse_fixed(argc, argv, specs, sizeof specs / sizeof *specs, help, &threads, pos, 2);
+    const char *model_path = pos[0], *extra = pos[1];
     int early = -1;
     cm_template_id tmpl = CM_TEMPLATE_CHATML;
     if (rc != 0)

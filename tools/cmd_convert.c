@@ -31,12 +31,9 @@ int cmd_convert(int argc, char **argv) {
         {"tokenizer", 0, ARG_STRING, &tok_path, NULL},
         {"dtype", 0, ARG_STRING, &dtype_name, NULL},
     };
-    const char **pos = calloc((size_t)argc + 1, sizeof *pos);
-    int n_pos = 0;
-    int rc = cli_parse(argc, argv, specs, sizeof specs / sizeof *specs, help, &threads, pos, &n_pos);
-    const char *in = n_pos > 0 ? pos[0] : NULL, *out = n_pos > 1 ? pos[1] : NULL,
-               *extra = n_pos > 2 ? pos[2] : NULL;
-    free(pos);
+    const char *pos[3];
+    int rc = cli_parse_fixed(argc, argv, specs, sizeof specs / sizeof *specs, help, &threads, pos, 3);
+    const char *in = pos[0], *out = pos[1], *extra = pos[2];
     if (rc != 0) return rc < 0 ? 1 : 0;
     if (!in || !out) return cli_fail("convert needs IN and OUT (see camelid convert --help)");
     if (extra) return cli_fail("convert takes IN and OUT, got an extra argument \"%s\"", extra);

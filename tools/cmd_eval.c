@@ -137,16 +137,13 @@ int cmd_eval(int argc, char **argv) {
         {"store", 0, ARG_STRING, &store, NULL},
         {"no-progress", 0, ARG_FLAG, &no_progress, NULL},
     };
-    const char **pos = calloc((size_t)argc + 1, sizeof *pos);
-    int n_pos = 0;
-    int rc = cli_parse(argc, argv, specs, sizeof specs / sizeof *specs, help, &threads, pos, &n_pos);
+    const char *pos[2];
+    int rc = cli_parse_fixed(argc, argv, specs, sizeof specs / sizeof *specs, help, &threads, pos, 2);
     if (rc != 0) {
-        free(pos);
         string_list_free(&adapters);
         return rc < 0 ? 1 : 0;
     }
-    const char *model_path = n_pos > 0 ? pos[0] : NULL, *extra = n_pos > 1 ? pos[1] : NULL;
-    free(pos);
+    const char *model_path = pos[0], *extra = pos[1];
     cm_model *m = NULL;
     cm_tokenizer *owned_tok = NULL;
     const cm_tokenizer *tok = NULL;

@@ -26,11 +26,9 @@ int cmd_eval_report(int argc, char **argv) {
         {"store", 0, ARG_STRING, &store, NULL},
         {"html", 0, ARG_STRING, &html_path, NULL},
     };
-    const char **pos = calloc((size_t)argc + 1, sizeof *pos);
-    int n_pos = 0;
-    int rc = cli_parse(argc, argv, specs, sizeof specs / sizeof *specs, help, &threads, pos, &n_pos);
-    const char *extra = n_pos > 0 ? pos[0] : NULL;
-    free(pos);
+    const char *pos[1];
+    int rc = cli_parse_fixed(argc, argv, specs, sizeof specs / sizeof *specs, help, &threads, pos, 1);
+    const char *extra = pos[0];
     if (rc != 0) return rc < 0 ? 1 : 0;
     if (extra) return cli_fail("eval-report takes no positional argument, got \"%s\"", extra);
     char *text = NULL;

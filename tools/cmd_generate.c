@@ -58,17 +58,14 @@ int cmd_generate(int argc, char **argv) {
         [8 + SAMPLING_OPTS_N_SPECS - 1] = {0},
     };
     sampling_opts_specs(&so, specs + 8);
-    const char **pos = calloc((size_t)argc + 1, sizeof *pos);
-    int n_pos = 0;
-    int rc = cli_parse(argc, argv, specs, sizeof specs / sizeof *specs, help, &threads, pos, &n_pos);
+    const char *pos[2];
+    int rc = cli_parse_fixed(argc, argv, specs, sizeof specs / sizeof *specs, help, &threads, pos, 2);
     if (rc != 0) {
-        free(pos);
         string_list_free(&stops);
         string_list_free(&adapters);
         return rc < 0 ? 1 : 0;
     }
-    const char *model_path = n_pos > 0 ? pos[0] : NULL, *extra = n_pos > 1 ? pos[1] : NULL;
-    free(pos);
+    const char *model_path = pos[0], *extra = pos[1];
     cm_model *m = NULL;
     cm_tokenizer *owned_tok = NULL;
     const cm_tokenizer *tok = NULL;

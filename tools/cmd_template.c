@@ -31,11 +31,9 @@ int cmd_template(int argc, char **argv) {
         {"file", 'f', ARG_STRING, &file, NULL},
         {"tokenizer", 0, ARG_STRING, &tok_path, NULL},
     };
-    const char **pos = calloc((size_t)argc + 1, sizeof *pos);
-    int n_pos = 0;
-    int rc = cli_parse(argc, argv, specs, sizeof specs / sizeof *specs, help, &threads, pos, &n_pos);
-    const char *name = n_pos > 0 ? pos[0] : NULL, *extra = n_pos > 1 ? pos[1] : NULL;
-    free(pos);
+    const char *pos[2];
+    int rc = cli_parse_fixed(argc, argv, specs, sizeof specs / sizeof *specs, help, &threads, pos, 2);
+    const char *name = pos[0], *extra = pos[1];
     if (rc != 0) return rc < 0 ? 1 : 0;
     if (!name) return cli_fail("template needs a NAME (llama2, vicuna, alpaca, guanaco, chatml, llama3)");
     if (extra) return cli_fail("template takes one NAME, got an extra argument \"%s\"", extra);

@@ -77,11 +77,9 @@ int cmd_tokenize(int argc, char **argv) {
         {"no-bos", 0, ARG_FLAG, &no_bos, NULL},
         {"pre", 0, ARG_STRING, &pre, NULL},
     };
-    const char **pos = calloc((size_t)argc + 1, sizeof *pos);
-    int n_pos = 0;
-    int rc = cli_parse(argc, argv, specs, sizeof specs / sizeof *specs, help, &threads, pos, &n_pos);
-    const char *extra = n_pos > 0 ? pos[0] : NULL;
-    free(pos);
+    const char *pos[1];
+    int rc = cli_parse_fixed(argc, argv, specs, sizeof specs / sizeof *specs, help, &threads, pos, 1);
+    const char *extra = pos[0];
     if (rc != 0) return rc < 0 ? 1 : 0;
     if (extra)
         return cli_fail("tokenize takes no positional argument (got \"%s\"); use --tokenizer and -f", extra);

@@ -26,6 +26,10 @@ int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int cli_fail_status(void);
 int cli_parse(int argc, char **argv, arg_spec *specs, size_t n_specs, const char *help, int *threads,
               const char **positional, int *n_positional);
+/* cli_parse for a command with a fixed number of positional arguments: the first n_slots go into slots
+ * (NULL where absent), so slot n_slots - 1 holds the first extra argument a command can reject. */
+int cli_parse_fixed(int argc, char **argv, arg_spec *specs, size_t n_specs, const char *help, int *threads,
+                    const char **slots, int n_slots);
 int cli_default_threads(void);
 struct cm_model;
 struct cm_tokenizer;
