@@ -107,6 +107,12 @@ static const char *main_help =
     "  eval       evaluate a model: MMLU, perplexity, BIG-bench, snowball (lm-eval-style results + store)\n"
     "  eval-report compare the runs kept in an evaluation store (text table, HTML with SVG bars)\n"
     "  serve      serve models over an OpenAI-compatible HTTP API (streaming, continuous batching)\n"
+    "  arena      pit two models against each other offline; print the Elo / Bradley-Terry leaderboard\n"
+    "  train-tokenizer  train a byte-level BPE tokenizer (HF tokenizer.json) on text files\n"
+    "  tokenize-corpus  turn text or JSONL files into token shards for training\n"
+    "  train      train a model from scratch or continue one (AdamW, checkpoints, exact resume)\n"
+    "  finetune   supervised fine-tuning: full, LoRA or QLoRA (NF4), PEFT adapters\n"
+    "  merge      merge a LoRA adapter into its base model (HF folder)\n"
     "\n"
     "Every command accepts -t/--threads N and -h/--help. Run `camelid <command> --help` for its options.\n";
 
@@ -138,5 +144,11 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "eval")) return cmd_eval(argc - 2, argv + 2);
     if (!strcmp(cmd, "eval-report")) return cmd_eval_report(argc - 2, argv + 2);
     if (!strcmp(cmd, "serve")) return cmd_serve(argc - 2, argv + 2);
+    if (!strcmp(cmd, "arena")) return cmd_arena(argc - 2, argv + 2);
+    if (!strcmp(cmd, "train-tokenizer")) return cmd_train_tokenizer(argc - 2, argv + 2);
+    if (!strcmp(cmd, "tokenize-corpus")) return cmd_tokenize_corpus(argc - 2, argv + 2);
+    if (!strcmp(cmd, "train")) return cmd_train(argc - 2, argv + 2);
+    if (!strcmp(cmd, "finetune")) return cmd_finetune(argc - 2, argv + 2);
+    if (!strcmp(cmd, "merge")) return cmd_merge(argc - 2, argv + 2);
     return cli_fail("unknown command \"%s\" (see camelid --help)", cmd);
 }

@@ -19,6 +19,12 @@ int cmd_bench(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_eval_report(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_arena(int argc, char **argv);
+int cmd_train_tokenizer(int argc, char **argv);
+int cmd_tokenize_corpus(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_finetune(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
 
 /* Print "camelid: error: ..." (one line) to stderr and return 1. */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
