@@ -2,7 +2,7 @@
 # Installs the Debian packages camelid needs to build and test, only those missing.
 # Usage: scripts/deps.sh [build|test]
 set -euo pipefail
-want=(build-essential cmake pkg-config libjansson-dev libpcre2-dev libsqlite3-dev libmicrohttpd-dev)
+want=(build-essential cmake pkg-config libjansson-dev libpcre2-dev libsqlite3-dev libmicrohttpd-dev libopenblas-dev)
 if [ "${1:-build}" = test ]; then
     # clang + compiler-rt give libFuzzer and the sanitizer runtimes for the fuzz targets; the CLI tests use python3
     # to build malformed files

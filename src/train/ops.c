@@ -1,0 +1,382 @@
+/* Forward/backward pairs of the LLaMA block's operations (see include/camelid/train_ops.h). The code is plain
+ * C over rows; matrix products go to BLAS, attention uses the SIMD dot/axpy of the active ISA, and the
+ * row-wise ops are split across the pool by rows. */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "camelid/kernels.h"
+#include "camelid/train_ops.h"
+
+/* OpenBLAS's own thread count (declared by its cblas.h). */
+void cm_train_blas_threads(int n) { openblas_set_num_threads(n < 1 ? 1 : n); }
+
+void cm_embedding_forward(float *out, const int32_t *tokens, const float *table, int n, int dim) {
+    for (int t = 0; t < n; t++) memcpy(out + (size_t)t * dim, table + (size_t)tokens[t] * dim, dim * sizeof(float));
+}
+
+void cm_embedding_backward(float *dtable, const float *dout, const int32_t *tokens, int n, int dim) {
+    for (int t = 0; t < n; t++) {
+        float *row = dtable + (size_t)tokens[t] * dim;
+        const float *d = dout + (size_t)t * dim;
+        for (int i = 0; i < dim; i++) row[i] += d[i];
+    }
+}
+
+/* ---- RMSNorm ---- */
+
+typedef struct {
+    float *out, *rstd, *dx;
+    const float *x, *w, *dout, *rstd_in;
+    float *dw_parts; /* per thread partial dw [threads, dim], or NULL to accumulate into dw (one thread) */
+    float *dw;
+    int n, dim;
+    float eps;
+} norm_job;
+
+static void rmsnorm_fwd_worker(void *arg, int thread, int n_threads) {
+    norm_job *j = arg;
+    int t0, t1;
+    cm_split_range(j->n, n_threads, thread, &t0, &t1);
+    for (int t = t0; t < t1; t++) {
+        const float *x = j->x + (size_t)t * j->dim;
+        float *o = j->out + (size_t)t * j->dim;
+        double ss = 0;
+        for (int i = 0; i < j->dim; i++) ss += (double)x[i] * x[i];
+        float r = (float)(1.0 / sqrt(ss / j->dim + j->eps));
+        j->rstd[t] = r;
+        for (int i = 0; i < j->dim; i++) o[i] = x[i] * r * j->w[i];
+    }
+}
+
+void cm_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int n, int dim, float eps,
+                        cm_pool *pool) {
+    norm_job j = {.out = out, .rstd = rstd, .x = x, .w = w, .n = n, .dim = dim, .eps = eps};
+    cm_pool_run(pool, rmsnorm_fwd_worker, &j);
+}
+
+/* y = x r w, r = (mean(x^2) + eps)^-1/2: dx_i = r (dy_i w_i) - x_i r^3 / dim * sum_k dy_k w_k x_k;
+ * dw_i = sum_t dy_i x_i r. */
+static void rmsnorm_bwd_worker(void *arg, int thread, int n_threads) {
+    norm_job *j = arg;
+    int t0, t1;
+    cm_split_range(j->n, n_threads, thread, &t0, &t1);
+    float *dw = j->dw;
+    if (j->dw_parts) {
+        dw = j->dw_parts + (size_t)thread * j->dim;
+        memset(dw, 0, j->dim * sizeof(float));
+    }
+    for (int t = t0; t < t1; t++) {
+        const float *x = j->x + (size_t)t * j->dim, *dy = j->dout + (size_t)t * j->dim;
+        float *dx = j->dx + (size_t)t * j->dim;
+        float r = j->rstd_in[t];
+        double dot = 0;
+        for (int i = 0; i < j->dim; i++) dot += (double)dy[i] * j->w[i] * x[i];
+        float c = (float)(dot * r * r * r / j->dim);
+        for (int i = 0; i < j->dim; i++) {
+            dx[i] += r * dy[i] * j->w[i] - c * x[i];
+            dw[i] += dy[i] * x[i] * r;
+        }
+    }
+}
+
+void cm_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
+                         const float *rstd, int n, int dim, cm_pool *pool) {
+    int threads = cm_pool_size(pool);
+    float *parts = malloc((size_t)threads * dim * sizeof(float));
+    if (!parts) pool = NULL; /* no memory for per-thread partials: one thread accumulates into dw directly */
+    norm_job j = {.dx = dx, .x = x, .w = w, .dout = dout, .rstd_in = rstd, .dw_parts = parts, .dw = dw, .n = n,
+                  .dim = dim};
+    cm_pool_run(pool, rmsnorm_bwd_worker, &j);
+    if (!parts) return;
+    for (int p = 0; p < threads; p++)
+        for (int i = 0; i < dim; i++) dw[i] += parts[(size_t)p * dim + i];
+    free(parts);
+}
+
+/* ---- linear ---- */
+
+void cm_linear_forward(float *y, const float *x, const float *w, int n, int in, int out) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
+}
+
+void cm_linear_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int n, int in,
+                        int out) {
+    if (dw) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, n, 1.0f, dy, out, x, in, 1.0f, dw, in);
+    if (dx) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out, 1.0f, dy, out, w, in, 1.0f, dx, in);
+}
+
+/* ---- RoPE ---- */
+
+cm_status cm_rope_table_init(cm_rope_table *t, const cm_config *c, int n_pos) {
+    memset(t, 0, sizeof *t);
+    t->n_pos = n_pos;
+    t->half = c->head_dim / 2;
+    t->layout = c->rope_layout;
+    size_t n = (size_t)n_pos * t->half;
+    t->cos = malloc(n * sizeof(float));
+    t->sin = malloc(n * sizeof(float));
+    if (!t->cos || !t->sin) {
+        cm_rope_table_free(t);
+        return cm_error(CM_ERR_NOMEM, "out of memory for the RoPE table");
+    }
+    for (int i = 0; i < t->half; i++) {
+        double f = cm_config_rope_inv_freq(c, i);
+        for (int p = 0; p < n_pos; p++) {
+            /* the angle in f32 as inference computes it, then cos/sin in double */
+            float a = (float)p * (float)f;
+            t->cos[(size_t)p * t->half + i] = (float)cos(a);
+            t->sin[(size_t)p * t->half + i] = (float)sin(a);
+        }
+    }
+    return CM_OK;
+}
+
+void cm_rope_table_free(cm_rope_table *t) {
+    free(t->cos);
+    free(t->sin);
+    t->cos = t->sin = NULL;
+}
+
+/* Rotate pairs (a, b) by the angle (sign -1 rotates back: the transpose of the rotation). */
+static void rope_rows(float *x, const int32_t *positions, int n, int n_heads, const cm_rope_table *t, float sign) {
+    int half = t->half, hd = 2 * half;
+    for (int r = 0; r < n; r++) {
+        const float *cs = t->cos + (size_t)positions[r] * half, *sn = t->sin + (size_t)positions[r] * half;
+        for (int h = 0; h < n_heads; h++) {
+            float *v = x + ((size_t)r * n_heads + h) * hd;
+            for (int i = 0; i < half; i++) {
+                int ia = t->layout == CM_ROPE_INTERLEAVED ? 2 * i : i;
+                int ib = t->layout == CM_ROPE_INTERLEAVED ? 2 * i + 1 : i + half;
+                float c = cs[i], s = sign * sn[i], a = v[ia], b = v[ib];
+                v[ia] = a * c - b * s;
+                v[ib] = a * s + b * c;
+            }
+        }
+    }
+}
+
+void cm_rope_forward(float *x, const int32_t *positions, int n, int n_heads, const cm_rope_table *t) {
+    rope_rows(x, positions, n, n_heads, t, 1.0f);
+}
+
+void cm_rope_backward(float *dx, const int32_t *positions, int n, int n_heads, const cm_rope_table *t) {
+    rope_rows(dx, positions, n, n_heads, t, -1.0f);
+}
+
+/* ---- attention ---- */
+
+typedef struct {
+    float *out, *probs, *dq, *dk, *dv;
+    const float *q, *k, *v, *dout, *probs_in;
+    const int32_t *seg_start;
+    cm_attn_shape s;
+    cm_vec_ops ops;
+    float *scratch; /* per thread [T] */
+} attn_job;
+
+static void attn_fwd_worker(void *arg, int thread, int n_threads) {
+    attn_job *j = arg;
+    cm_attn_shape s = j->s;
+    int hd = s.head_dim, q_stride = s.n_heads * hd, kv_stride = s.n_kv_heads * hd, group = s.n_heads / s.n_kv_heads;
+    float scale = 1.0f / sqrtf((float)hd);
+    int i0, i1;
+    cm_split_range(s.B * s.n_heads, n_threads, thread, &i0, &i1);
+    for (int bh = i0; bh < i1; bh++) {
+        int b = bh / s.n_heads, h = bh % s.n_heads, kvh = h / group;
+        for (int i = 0; i < s.T; i++) {
+            size_t row = (size_t)b * s.T + i;
+            const float *qi = j->q + row * q_stride + (size_t)h * hd;
+            float *p = j->probs + (((size_t)b * s.n_heads + h) * s.T + i) * s.T;
+            int start = j->seg_start ? j->seg_start[row] : 0;
+            memset(p, 0, (size_t)s.T * sizeof(float));
+            for (int t = start; t <= i; t++)
+                p[t] = j->ops.dot(qi, j->k + ((size_t)b * s.T + t) * kv_stride + (size_t)kvh * hd, hd) * scale;
+            j->ops.softmax(p + start, i - start + 1);
+            float *o = j->out + row * q_stride + (size_t)h * hd;
+            memset(o, 0, hd * sizeof(float));
+            for (int t = start; t <= i; t++)
+                j->ops.axpy(o, p[t], j->v + ((size_t)b * s.T + t) * kv_stride + (size_t)kvh * hd, hd);
+        }
+    }
+}
+
+void cm_attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
+                          const int32_t *seg_start, cm_attn_shape s, cm_pool *pool) {
+    attn_job j = {.out = out, .probs = probs, .q = q, .k = k, .v = v, .seg_start = seg_start, .s = s};
+    cm_vec_ops_get(&j.ops);
+    cm_pool_run(pool, attn_fwd_worker, &j);
+}
+
+/* Per (sequence, KV head) so that the query heads sharing a KV head write its dk/dv from one thread.
+ * o_i = sum_t p_it v_t, p_i = softmax(s_i), s_it = q_i.k_t * scale:
+ * dv_t += p_it do_i; dp_it = do_i.v_t; ds_it = p_it (dp_it - sum_u p_iu dp_iu);
+ * dq_i += scale sum_t ds_it k_t; dk_t += scale ds_it q_i. */
+static void attn_bwd_worker(void *arg, int thread, int n_threads) {
+    attn_job *j = arg;
+    cm_attn_shape s = j->s;
+    int hd = s.head_dim, q_stride = s.n_heads * hd, kv_stride = s.n_kv_heads * hd, group = s.n_heads / s.n_kv_heads;
+    float scale = 1.0f / sqrtf((float)hd);
+    float *ds = j->scratch + (size_t)thread * s.T;
+    int i0, i1;
+    cm_split_range(s.B * s.n_kv_heads, n_threads, thread, &i0, &i1);
+    for (int bk = i0; bk < i1; bk++) {
+        int b = bk / s.n_kv_heads, kvh = bk % s.n_kv_heads;
+        for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+            for (int i = 0; i < s.T; i++) {
+                size_t row = (size_t)b * s.T + i;
+                const float *p = j->probs_in + (((size_t)b * s.n_heads + h) * s.T + i) * s.T;
+                const float *doi = j->dout + row * q_stride + (size_t)h * hd;
+                const float *qi = j->q + row * q_stride + (size_t)h * hd;
+                float *dqi = j->dq + row * q_stride + (size_t)h * hd;
+                int start = j->seg_start ? j->seg_start[row] : 0;
+                double sum = 0;
+                for (int t = start; t <= i; t++) {
+                    size_t kv_off = ((size_t)b * s.T + t) * kv_stride + (size_t)kvh * hd;
+                    ds[t] = j->ops.dot(doi, j->v + kv_off, hd);
+                    sum += (double)p[t] * ds[t];
+                    j->ops.axpy(j->dv + kv_off, p[t], doi, hd);
+                }
+                for (int t = start; t <= i; t++) {
+                    size_t kv_off = ((size_t)b * s.T + t) * kv_stride + (size_t)kvh * hd;
+                    float g = p[t] * (ds[t] - (float)sum) * scale;
+                    j->ops.axpy(dqi, g, j->k + kv_off, hd);
+                    j->ops.axpy(j->dk + kv_off, g, qi, hd);
+                }
+            }
+        }
+    }
+}
+
+void cm_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *probs,
+                           const float *q, const float *k, const float *v, const int32_t *seg_start,
+                           cm_attn_shape s, cm_pool *pool) {
+    int threads = cm_pool_size(pool);
+    float *scratch = malloc((size_t)threads * s.T * sizeof(float));
+    if (!scratch) { /* fall back to one thread with a minimal buffer */
+        threads = 1;
+        pool = NULL;
+        scratch = malloc((size_t)s.T * sizeof(float));
+        if (!scratch) return; /* cannot happen in practice: T floats */
+    }
+    attn_job j = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .probs_in = probs, .q = q, .k = k, .v = v,
+                  .seg_start = seg_start, .s = s, .scratch = scratch};
+    cm_vec_ops_get(&j.ops);
+    cm_pool_run(pool, attn_bwd_worker, &j);
+    free(scratch);
+}
+
+/* ---- SwiGLU ---- */
+
+typedef struct {
+    float *h, *dgate, *dup;
+    const float *gate, *up, *dh;
+    size_t n;
+} swiglu_job;
+
+static void swiglu_fwd_worker(void *arg, int thread, int n_threads) {
+    swiglu_job *j = arg;
+    size_t chunk = (j->n + n_threads - 1) / n_threads, i0 = chunk * thread, i1 = i0 + chunk;
+    if (i1 > j->n) i1 = j->n;
+    for (size_t i = i0; i < i1; i++) {
+        float g = j->gate[i];
+        j->h[i] = g / (1.0f + expf(-g)) * j->up[i];
+    }
+}
+
+void cm_swiglu_forward(float *h, const float *gate, const float *up, size_t n, cm_pool *pool) {
+    swiglu_job j = {.h = h, .gate = gate, .up = up, .n = n};
+    cm_pool_run(pool, swiglu_fwd_worker, &j);
+}
+
+/* silu(g) = g s(g); silu'(g) = s(g) (1 + g (1 - s(g))) */
+static void swiglu_bwd_worker(void *arg, int thread, int n_threads) {
+    swiglu_job *j = arg;
+    size_t chunk = (j->n + n_threads - 1) / n_threads, i0 = chunk * thread, i1 = i0 + chunk;
+    if (i1 > j->n) i1 = j->n;
+    for (size_t i = i0; i < i1; i++) {
+        float g = j->gate[i], sg = 1.0f / (1.0f + expf(-g)), d = j->dh[i];
+        j->dgate[i] += d * j->up[i] * sg * (1.0f + g * (1.0f - sg));
+        j->dup[i] += d * g * sg;
+    }
+}
+
+void cm_swiglu_backward(float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n,
+                        cm_pool *pool) {
+    swiglu_job j = {.dgate = dgate, .dup = dup, .dh = dh, .gate = gate, .up = up, .n = n};
+    cm_pool_run(pool, swiglu_bwd_worker, &j);
+}
+
+/* ---- cross-entropy ---- */
+
+typedef struct {
+    float *logits, *lse;
+    const float *logits_in, *lse_in;
+    const int32_t *targets;
+    int n, V;
+    float dloss;
+    double loss[64];
+    int counted[64];
+} ce_job;
+
+static void ce_fwd_worker(void *arg, int thread, int n_threads) {
+    ce_job *j = arg;
+    int t0, t1;
+    cm_split_range(j->n, n_threads, thread, &t0, &t1);
+    double loss = 0;
+    int counted = 0;
+    for (int t = t0; t < t1; t++) {
+        const float *z = j->logits_in + (size_t)t * j->V;
+        float mx = z[0];
+        for (int i = 1; i < j->V; i++) mx = z[i] > mx ? z[i] : mx;
+        double sum = 0;
+        for (int i = 0; i < j->V; i++) sum += expf(z[i] - mx);
+        float lse = mx + (float)log(sum);
+        j->lse[t] = lse;
+        if (j->targets[t] >= 0) {
+            loss += (double)lse - z[j->targets[t]];
+            counted++;
+        }
+    }
+    j->loss[thread] = loss;
+    j->counted[thread] = counted;
+}
+
+double cm_cross_entropy_forward(float *lse, const float *logits, const int32_t *targets, int n, int V,
+                                int *n_counted, cm_pool *pool) {
+    ce_job j = {.lse = lse, .logits_in = logits, .targets = targets, .n = n, .V = V};
+    if (cm_pool_size(pool) > 64) pool = NULL;
+    cm_pool_run(pool, ce_fwd_worker, &j);
+    double loss = 0;
+    int counted = 0;
+    for (int p = 0; p < cm_pool_size(pool); p++) {
+        loss += j.loss[p];
+        counted += j.counted[p];
+    }
+    *n_counted = counted;
+    return loss;
+}
+
+static void ce_bwd_worker(void *arg, int thread, int n_threads) {
+    ce_job *j = arg;
+    int t0, t1;
+    cm_split_range(j->n, n_threads, thread, &t0, &t1);
+    for (int t = t0; t < t1; t++) {
+        float *z = j->logits + (size_t)t * j->V;
+        int y = j->targets[t];
+        if (y < 0) {
+            memset(z, 0, (size_t)j->V * sizeof(float));
+            continue;
+        }
+        float lse = j->lse_in[t];
+        for (int i = 0; i < j->V; i++) z[i] = expf(z[i] - lse) * j->dloss;
+        z[y] -= j->dloss;
+    }
+}
+
+void cm_cross_entropy_backward(float *logits, const float *lse, const int32_t *targets, int n, int V, float dloss,
+                               cm_pool *pool) {
+    ce_job j = {.logits = logits, .lse_in = lse, .targets = targets, .n = n, .V = V, .dloss = dloss};
+    cm_pool_run(pool, ce_bwd_worker, &j);
+}
