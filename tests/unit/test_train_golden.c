@@ -1,0 +1,203 @@
+/* The training forward and backward against PyTorch (float64 goldens made by scripts/golden/train_grads.py,
+ * tests/data/train-grad/README.md): logits, loss and every parameter gradient of tiny LLaMA models (GQA, MHA,
+ * tied and untied heads, ignored targets, packed documents), per tensor within
+ * max|g - ref| <= 1e-4 max|ref| + 1e-6. The same model converted to the interleaved RoPE layout (GGUF) must
+ * give the same numbers once its q/k gradient rows are permuted back. Then 10 AdamW steps with clipping
+ * reproduce torch's losses. */
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "camelid/model.h"
+#include "camelid/optim.h"
+#include "camelid/safetensors.h"
+#include "camelid/train.h"
+#include "check.h"
+#include "model/model_internal.h"
+
+static const cm_tensor *need(const cm_safetensors *st, const char *name) {
+    const cm_tensor *t = cm_safetensors_find(st, name);
+    if (!t) {
+        fprintf(stderr, "golden file lacks %s\n", name);
+        exit(1);
+    }
+    return t;
+}
+
+/* max |a - b| relative to max |b| must be within the tolerance */
+static int compare(const char *what, const float *got, const float *ref, size_t n, double rel, double abs_tol) {
+    double worst = 0, scale = 0;
+    for (size_t i = 0; i < n; i++) {
+        worst = fmax(worst, fabs((double)got[i] - ref[i]));
+        scale = fmax(scale, fabs(ref[i]));
+    }
+    if (!(worst <= rel * scale + abs_tol)) {
+        fprintf(stderr, "%s: max |diff| %.3g exceeds %.3g (max |ref| %.3g)\n", what, worst, rel * scale + abs_tol,
+                scale);
+        return 1;
+    }
+    return 0;
+}
+
+typedef struct {
+    cm_params *p, *g;
+    double loss;
+    int counted;
+    float *logits;
+} result;
+
+/* Forward + backward of the golden batch on the model at `path`. */
+static void run_model(const char *path, const cm_safetensors *gold, result *r) {
+    cm_model *m;
+    CHECK_OK(cm_model_open(path, &m));
+    CHECK_OK(cm_params_from_model(m, &r->p));
+    cm_model_close(m);
+    CHECK_OK(cm_params_open(&r->p->cfg, &r->g));
+    const cm_tensor *tok = need(gold, "tokens");
+    int B = (int)tok->shape[0], T = (int)tok->shape[1];
+    const cm_tensor *pos = cm_safetensors_find(gold, "positions"), *doc = cm_safetensors_find(gold, "doc_ids");
+    cm_train_batch b = {B, T, tok->data, need(gold, "targets")->data, pos ? pos->data : NULL, doc ? doc->data : NULL};
+    cm_pool *pool;
+    CHECK_OK(cm_pool_open(2, &pool));
+    cm_lm_train *t;
+    CHECK_OK(cm_lm_train_open(&r->p->cfg, B, T, pool, &t));
+    CHECK_OK(cm_lm_forward(t, r->p, &b, &r->loss, &r->counted));
+    size_t nl = (size_t)B * T * r->p->cfg.vocab_size;
+    r->logits = malloc(nl * sizeof(float));
+    memcpy(r->logits, cm_lm_logits(t), nl * sizeof(float));
+    CHECK_OK(cm_lm_backward(t, r->p, r->g, (float)(1.0 / r->counted)));
+    cm_lm_train_close(t);
+    cm_pool_close(pool);
+}
+
+static void free_result(result *r) {
+    cm_params_close(r->p);
+    cm_params_close(r->g);
+    free(r->logits);
+}
+
+/* Compare a result with the golden; `interleaved` results have their q/k gradient rows in the other layout. */
+static void compare_result(const char *name, const result *r, const cm_safetensors *gold, bool interleaved) {
+    const cm_tensor *logits = need(gold, "logits");
+    check_failures += compare(name, r->logits, logits->data, (size_t)cm_tensor_numel(logits), 1e-5, 1e-5);
+    CHECK_NEAR(r->loss / r->counted, ((const float *)need(gold, "loss")->data)[0], 1e-5);
+    const cm_config *c = &r->p->cfg;
+    for (int i = 0; i < r->p->n_tensors; i++) {
+        const cm_param_tensor *pt = &r->p->tensors[i];
+        char gname[128], what[200];
+        snprintf(gname, sizeof gname, "grad.%s", pt->name);
+        snprintf(what, sizeof what, "%s %s%s", name, gname, interleaved ? " (interleaved RoPE)" : "");
+        const cm_tensor *ref = need(gold, gname);
+        size_t n = (size_t)pt->rows * pt->cols;
+        CHECK((size_t)cm_tensor_numel(ref) == n);
+        const float *got = r->g->data + pt->offset;
+        float *tmp = NULL;
+        bool is_q = strstr(pt->name, "q_proj") != NULL, is_k = strstr(pt->name, "k_proj") != NULL;
+        if (interleaved && (is_q || is_k)) {
+            tmp = malloc(n * sizeof(float));
+            cm_permute_qk_rows(got, tmp, is_q ? c->n_heads : c->n_kv_heads, c->head_dim,
+                               (size_t)pt->cols * sizeof(float), true);
+            got = tmp;
+        }
+        check_failures += compare(what, got, ref->data, n, 1e-4, 1e-6);
+        free(tmp);
+    }
+}
+
+static void test_case(const char *name) {
+    char dir[512], model[600], golden[600], gguf[600];
+    snprintf(dir, sizeof dir, "%s/train-grad/%s", getenv("CAMELID_TESTDATA") ? getenv("CAMELID_TESTDATA") : "tests/data",
+             name);
+    snprintf(model, sizeof model, "%s/model", dir);
+    snprintf(golden, sizeof golden, "%s/golden.safetensors", dir);
+    cm_safetensors *gold;
+    CHECK_OK(cm_safetensors_open(golden, &gold));
+    if (!gold) return;
+    result r = {0};
+    run_model(model, gold, &r);
+    compare_result(name, &r, gold, false);
+
+    /* the same weights in the interleaved layout (GGUF permutes q/k rows) */
+    snprintf(gguf, sizeof gguf, "%s/train-golden-%s.gguf", cm_test_tmpdir(), name);
+    cm_model *m;
+    CHECK_OK(cm_model_open(model, &m));
+    CHECK_OK(cm_model_save_gguf(m, NULL, gguf, CM_DTYPE_F32));
+    cm_model_close(m);
+    result ri = {0};
+    run_model(gguf, gold, &ri);
+    CHECK(ri.p->cfg.rope_layout == CM_ROPE_INTERLEAVED);
+    compare_result(name, &ri, gold, true);
+    free_result(&ri);
+    free_result(&r);
+    cm_safetensors_close(gold);
+}
+
+/* 10 AdamW steps with clipping on the same batch: the losses follow torch's. */
+static void test_adamw(void) {
+    const char *root = getenv("CAMELID_TESTDATA") ? getenv("CAMELID_TESTDATA") : "tests/data";
+    char path[600];
+    snprintf(path, sizeof path, "%s/train-grad/gqa_untied/adamw.json", root);
+    json_error_t je;
+    json_t *j = json_load_file(path, 0, &je);
+    CHECK(j != NULL);
+    if (!j) return;
+    cm_adamw_config ac = {(float)json_number_value(json_object_get(j, "beta1")),
+                          (float)json_number_value(json_object_get(j, "beta2")),
+                          (float)json_number_value(json_object_get(j, "eps")),
+                          (float)json_number_value(json_object_get(j, "weight_decay"))};
+    float lr = (float)json_number_value(json_object_get(j, "lr"));
+    float max_norm = (float)json_number_value(json_object_get(j, "max_grad_norm"));
+    json_t *losses = json_object_get(j, "losses"), *norms = json_object_get(j, "grad_norms");
+
+    snprintf(path, sizeof path, "%s/train-grad/gqa_untied/golden.safetensors", root);
+    cm_safetensors *gold;
+    CHECK_OK(cm_safetensors_open(path, &gold));
+    snprintf(path, sizeof path, "%s/train-grad/gqa_untied/model", root);
+    cm_model *m;
+    CHECK_OK(cm_model_open(path, &m));
+    cm_params *p, *g;
+    CHECK_OK(cm_params_from_model(m, &p));
+    cm_model_close(m);
+    CHECK_OK(cm_params_open(&p->cfg, &g));
+    const cm_tensor *tok = need(gold, "tokens");
+    int B = (int)tok->shape[0], T = (int)tok->shape[1];
+    cm_train_batch b = {B, T, tok->data, need(gold, "targets")->data, NULL, NULL};
+    cm_lm_train *t;
+    CHECK_OK(cm_lm_train_open(&p->cfg, B, T, NULL, &t));
+    float *mom = calloc(p->n, sizeof(float)), *vel = calloc(p->n, sizeof(float));
+    for (int step = 1; step <= 10; step++) {
+        double loss;
+        int n;
+        cm_params_zero(g);
+        CHECK_OK(cm_lm_forward(t, p, &b, &loss, &n));
+        CHECK_OK(cm_lm_backward(t, p, g, (float)(1.0 / n)));
+        double norm = sqrt(cm_grad_sumsq(g, 0, g->n));
+        double want = json_number_value(json_array_get(losses, step - 1));
+        double want_norm = json_number_value(json_array_get(norms, step - 1));
+        if (fabs(loss / n - want) > 1e-4 * fabs(want) || fabs(norm - want_norm) > 1e-4 * want_norm) {
+            fprintf(stderr, "AdamW step %d: loss %.9g (torch %.9g), grad norm %.9g (torch %.9g)\n", step, loss / n,
+                    want, norm, want_norm);
+            check_failures++;
+        }
+        cm_grad_clip(g, norm, max_norm);
+        cm_adamw_update(&ac, lr, step, p, g, mom, vel, 0, p->n);
+    }
+    double loss;
+    int n;
+    CHECK_OK(cm_lm_forward(t, p, &b, &loss, &n));
+    CHECK_NEAR(loss / n, json_number_value(json_object_get(j, "loss_after")), 1e-4);
+    free(mom), free(vel);
+    cm_lm_train_close(t);
+    cm_params_close(p);
+    cm_params_close(g);
+    cm_safetensors_close(gold);
+    json_decref(j);
+}
+
+int main(void) {
+    static const char *const cases[] = {"gqa_untied", "gqa_tied", "mha_untied", "masked", "packed"};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) test_case(cases[i]);
+    test_adamw();
+    CHECK_DONE();
+}
