@@ -27,6 +27,10 @@ typedef enum {
     CM_DTYPE_Q8_0, /* 32 elements: fp16 d, int8 qs[32] */
     CM_DTYPE_Q4_0, /* 32 elements: fp16 d, 16 bytes of nibbles */
     CM_DTYPE_Q6_K, /* 256 elements: ql[128], qh[64], int8 scales[16], fp16 d */
+    /* bitsandbytes NF4 (FACTS 4.2): 4-bit codes in blocks over the flattened weight, the block scales stored
+     * apart. A weight of this type is a `const cm_nf4_weight *` (camelid/nf4.h), not a row-major array: use
+     * cm_weight_row_to_f32 / cm_weight_nbytes (model.h), never row arithmetic. */
+    CM_DTYPE_NF4,
     CM_DTYPE_COUNT
 } cm_dtype;
 
@@ -41,7 +45,7 @@ const char *cm_dtype_name(cm_dtype t);
 int cm_dtype_from_name(const char *name, cm_dtype *out);
 /* F32, F16 or BF16 */
 int cm_dtype_is_float(cm_dtype t);
-/* One of the block-quantized types */
+/* One of the ggml block-quantized types (Q8_0, Q4_0, Q6_K: rows of self-contained blocks); not NF4 */
 int cm_dtype_is_quant(cm_dtype t);
 
 static inline float cm_f16_to_f32(uint16_t h) {

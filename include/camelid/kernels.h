@@ -9,8 +9,9 @@
 #include "camelid/pool.h"
 
 /* y[t, r] = sum_c x[t, c] * W[r, c] for t < n, r < rows: a batch of n activations times W^T, W [rows, cols]
- * in dtype F32/F16/BF16/Q8_0/Q4_0/Q6_K. For Q8_0 and Q4_0 the activations are quantized to Q8_0 first and the
- * dot products are integer, as ggml does. Rows are split across the pool's threads (pool may be NULL). */
+ * in dtype F32/F16/BF16/Q8_0/Q4_0/Q6_K, or NF4 (then w is a const cm_nf4_weight *: cm_matmul_nf4, nf4.h).
+ * For Q8_0 and Q4_0 the activations are quantized to Q8_0 first and the dot products are integer, as ggml
+ * does. Rows are split across the pool's threads (pool may be NULL). */
 void cm_matmul(float *y, const float *x, int n, const void *w, cm_dtype wtype, int rows, int cols,
                cm_pool *pool);
 /* cm_matmul of count weights W[k] [rows[k], cols], all of type wtype, against the same x: y[k] = x W[k]^T,
@@ -25,7 +26,8 @@ void cm_matmul_int8(float *y, const float *x, int n, const void *w, cm_dtype wty
 /* Activations [n, cols] quantized to Q8_0 rows (malloc'd, caller frees; NULL without memory). */
 void *cm_quantize_activations_q8_0(const float *x, int n, int cols);
 
-/* One row of n elements of any weight dtype as f32; bytes of such a row. */
+/* One row of n elements of any row-major weight dtype (not NF4: cm_weight_row_to_f32 in model.h) as f32;
+ * bytes of such a row. */
 void cm_row_to_f32(cm_dtype t, const void *src, float *dst, size_t n);
 size_t cm_row_bytes(cm_dtype t, size_t n);
 /* The plain single-threaded reference of cm_matmul (f64 accumulation over the same quantized values). */

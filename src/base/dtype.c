@@ -15,6 +15,8 @@ static const struct {
     [CM_DTYPE_Q8_0] = {"Q8_0", 34, 32},
     [CM_DTYPE_Q4_0] = {"Q4_0", 18, 32},
     [CM_DTYPE_Q6_K] = {"Q6_K", 210, 256},
+    /* the packed codes only (64 per 32 bytes); the f32 block scales live beside them (camelid/nf4.h) */
+    [CM_DTYPE_NF4] = {"NF4", 32, 64},
 };
 
 size_t cm_dtype_block_elems(cm_dtype t) {

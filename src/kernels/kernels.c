@@ -2,6 +2,7 @@
 
 #include <stdbool.h>
 #include "camelid/isa.h"
+#include "camelid/nf4.h"
 #include "camelid/quant.h"
 #include "simd.h"
 
@@ -52,6 +53,10 @@ static void matmul_rows(float *y, const float *x, int n, const void *w, cm_dtype
 }
 
 void cm_matmul_ref(float *y, const float *x, int n, const void *w, cm_dtype wtype, int rows, int cols) {
+    if (wtype == CM_DTYPE_NF4) {
+        cm_matmul_nf4_ref(y, x, n, w);
+        return;
+    }
     float *row = malloc((size_t)cols * sizeof(float)), *xd = NULL;
     cm_block_q8_0 *xq = NULL;
     if (cm_matmul_is_int8(wtype)) {
@@ -99,6 +104,10 @@ static void matmul_worker(void *arg, int thread, int n_threads) {
 }
 
 void cm_matmul(float *y, const float *x, int n, const void *w, cm_dtype wtype, int rows, int cols, cm_pool *pool) {
+    if (wtype == CM_DTYPE_NF4) {
+        cm_matmul_nf4(y, x, n, w, pool);
+        return;
+    }
     if (cm_matmul_is_int8(wtype)) {
         cm_matmul_int8(y, x, n, w, wtype, rows, cols, pool);
         return;

@@ -15,6 +15,7 @@
 
 #include "camelid/isa.h"
 #include "camelid/kernels.h"
+#include "camelid/nf4.h"
 #include "camelid/quant.h"
 #include "kernels/quant_internal.h"
 #include "kernels/simd.h"
@@ -190,6 +191,10 @@ void cm_matmul_int8(float *y, const float *x, int n, const void *w, cm_dtype wty
 
 void cm_matmul_multi(float *const *y, const float *x, int n, const void *const *w, cm_dtype wtype,
                      const int *rows, int cols, int count, cm_pool *pool) {
+    if (wtype == CM_DTYPE_NF4) {
+        cm_matmul_nf4_multi(y, x, n, (const cm_nf4_weight *const *)w, count, pool);
+        return;
+    }
     if (cm_matmul_is_int8(wtype)) {
         matmul_int8_multi(y, x, n, w, wtype, rows, cols, count, pool);
         return;

@@ -1,0 +1,520 @@
+/* The NF4 matmuls on AVX-512 and AVX2: y[t, r] = sum_c x[t, c] W[r, c], W NF4 (include/camelid/nf4.h).
+ *
+ * Lookup. A dword of packed codes holds 8 nibbles; shifted right by 4m, its low 4 bits are nibble m, which is
+ * the value at index 8L + (m ^ 1) of its 8 (even flat index in the high nibble). vpermps reads only the low 4
+ * bits of each index lane, so one load of 64 bytes (128 values, 16 dwords) and its 8 shifts, each through one
+ * vpermps of the 16 codes held in a register, give all 128 values with no masking or unpacking; AVX2 looks the
+ * 3 low bits up in two 8-code registers and blends on bit 3. The values come out in "lane order": vector m of
+ * a group of G = 8V values (V lanes: 16 on AVX-512, 8 on AVX2) holds the values 8L + (m ^ 1), L < V. Rather
+ * than reorder the weights, both paths put x (or its panels) in the same order once per call, so a dot
+ * product is a sum of whole vectors. A short last group (a row of 64 mod 128 values on AVX-512) loads 8 lanes
+ * and pads x with zeros.
+ *
+ * Scales. Blocks are a multiple of 64 values and rows a multiple of 64, so the 8-lane half of a group (64
+ * values) lies in one block: per group one scale vector (two scales on AVX-512, lanes 0-7 and 8-15) multiplies
+ * the group's partial sum (decode) or the decoded values (prefill).
+ *
+ * Decode (a few tokens): each thread streams its band of rows, every group read once and used for every
+ * token; the next rows are prefetched into L2. Prefill: a block of R rows is decoded (scaled) into a small
+ * buffer, then an R x P register tile (AVX-512 12 x 32, AVX2 6 x 16) runs over panels of P tokens packed in
+ * lane order, as the float GEMM does: the weights are decoded once per block and used by all the tokens,
+ * never stored whole. Every (row, token) value is the same whichever band, block or thread computes it. */
+#include <limits.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/nf4_internal.h"
+
+bool cm_nf4_simd_ok(const cm_nf4_weight *w, int64_t cols) {
+    return w->cols == cols && cols > 0 && cols % 64 == 0 && cols <= (1 << 24) && w->rows > 0 &&
+           w->rows <= INT_MAX && w->blocksize % 64 == 0;
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define T_AVX2 __attribute__((target("avx2,fma")))
+#define T_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
+#define INLINE static inline __attribute__((always_inline))
+
+/* Batches of at least this many tokens take the GEMM path. */
+#define GEMM_MIN_TOKENS 6
+/* Decode prefetches the group this many rows ahead into L2. */
+#define PF_ROWS 8
+
+typedef struct {
+    float *const *y;
+    const float *x;
+    const cm_nf4_weight *const *w;
+    int n, count, cols, colsp; /* colsp: cols rounded up to whole groups */
+    int lanes;                 /* V: 16 (AVX-512) or 8 (AVX2) */
+    int panel;                 /* P: tokens per panel (GEMM) */
+    float *xq;                 /* GEMV: n rows of colsp in lane order; GEMM: panels [colsp][P] */
+    float *scratch;            /* GEMM: per thread a block of decoded rows */
+    size_t scratch_floats, ld;
+} nf4_job;
+
+/* The lane order: position g*G + m*V + L holds value g*G + 8L + (m ^ 1) (zero past the row). */
+static int lane_source(int pos, int lanes, int cols) {
+    int G = 8 * lanes, g = pos / G, m = pos % G / lanes, L = pos % lanes;
+    int src = g * G + 8 * L + (m ^ 1);
+    return src < cols ? src : -1;
+}
+
+static void permute_row(const float *x, int cols, int colsp, int lanes, float *out) {
+    for (int p = 0; p < colsp; p++) {
+        int s = lane_source(p, lanes, cols);
+        out[p] = s >= 0 ? x[s] : 0.0f;
+    }
+}
+
+/* The rows [r0, r1) of a thread: whole blocks of `block` rows; the last thread also takes the leftover rows. */
+static void row_band(int rows, int block, int thread, int n_threads, int *r0, int *r1) {
+    int b0, b1;
+    cm_split_range(rows / block, n_threads, thread, &b0, &b1);
+    *r0 = b0 * block;
+    *r1 = thread == n_threads - 1 ? rows : b1 * block;
+}
+
+/* aligned_alloc wants a multiple of the alignment */
+static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+static int log2i(int v) {
+    int k = 0;
+    while ((1 << k) < v) k++;
+    return k;
+}
+
+/* ================================================================ AVX-512 */
+
+/* The group's scale vector: lanes 0-7 from the block of value f, lanes 8-15 from the block of f + 64. */
+T_AVX512 INLINE __m512 scale512(const float *absmax, size_t f, int shift, int half) {
+    __m512 a = _mm512_set1_ps(absmax[f >> shift]);
+    if (half) return a;
+    return _mm512_mask_broadcastss_ps(a, 0xFF00, _mm_load_ss(absmax + ((f + 64) >> shift)));
+}
+
+T_AVX512 INLINE __m512i load_group512(const uint8_t *p, int half) {
+    return half ? _mm512_maskz_loadu_epi32(0x00FF, p) : _mm512_loadu_si512(p);
+}
+
+/* vector m of a group: the 16 codes of nibble m of each dword */
+#define NIB512(d, m, codes) _mm512_permutexvar_ps((m) ? _mm512_srli_epi32(d, 4 * (m)) : (d), codes)
+
+/* y for rows r .. r+R-1 and T tokens (x in lane order, colsp apart), summing each group's products and then
+ * scaling the group's sum. */
+T_AVX512 INLINE void gemv512(const nf4_job *j, const cm_nf4_weight *w, float *y, int r, const int R, const int T) {
+    const __m512 codes = _mm512_loadu_ps(cm_nf4_code);
+    const int cols = j->cols, groups = (cols + 127) / 128, shift = log2i(w->blocksize);
+    const size_t row_bytes = (size_t)cols / 2;
+    const uint8_t *base = w->packed + (size_t)r * row_bytes;
+    const uint8_t *pf_end = w->packed + (size_t)w->rows * row_bytes;
+    __m512 acc[4][5];
+    for (int i = 0; i < R; i++)
+        for (int t = 0; t < T; t++) acc[i][t] = _mm512_setzero_ps();
+    for (int g = 0; g < groups; g++) {
+        const int half = g * 128 + 64 >= cols;
+        for (int i = 0; i < R; i++) {
+            const uint8_t *p = base + (size_t)i * row_bytes + (size_t)g * 64;
+            const uint8_t *pf = p + PF_ROWS * row_bytes;
+            if (pf < pf_end) _mm_prefetch((const char *)pf, _MM_HINT_T1);
+            __m512i d = load_group512(p, half);
+            __m512 s[5];
+            for (int m = 0; m < 8; m++) {
+                __m512 v = NIB512(d, m, codes);
+                for (int t = 0; t < T; t++) {
+                    const float *xv = j->xq + (size_t)t * j->colsp + (size_t)g * 128 + (size_t)m * 16;
+                    s[t] = m ? _mm512_fmadd_ps(v, _mm512_load_ps(xv), s[t]) : _mm512_mul_ps(v, _mm512_load_ps(xv));
+                }
+            }
+            __m512 sc = scale512(w->absmax, (size_t)(r + i) * cols + (size_t)g * 128, shift, half);
+            for (int t = 0; t < T; t++) acc[i][t] = _mm512_fmadd_ps(s[t], sc, acc[i][t]);
+        }
+    }
+    for (int i = 0; i < R; i++)
+        for (int t = 0; t < T; t++) y[(size_t)t * w->rows + r + i] = _mm512_reduce_add_ps(acc[i][t]);
+}
+
+T_AVX512 static void gemv_band512(const nf4_job *j, const cm_nf4_weight *w, float *y, int r0, int r1) {
+    int r = r0;
+    switch (j->n) {
+    case 1:
+        for (; r + 4 <= r1; r += 4) gemv512(j, w, y, r, 4, 1);
+        for (; r < r1; r++) gemv512(j, w, y, r, 1, 1);
+        break;
+    case 2:
+        for (; r + 2 <= r1; r += 2) gemv512(j, w, y, r, 2, 2);
+        for (; r < r1; r++) gemv512(j, w, y, r, 1, 2);
+        break;
+    case 3:
+        for (; r < r1; r++) gemv512(j, w, y, r, 1, 3);
+        break;
+    case 4:
+        for (; r < r1; r++) gemv512(j, w, y, r, 1, 4);
+        break;
+    default:
+        for (; r < r1; r++) gemv512(j, w, y, r, 1, 5);
+        break;
+    }
+}
+
+/* Rows r .. r+R-1 decoded and scaled into wb (row i at wb + i * ld), in lane order. */
+T_AVX512 static void decode512(const cm_nf4_weight *w, int cols, int r, int R, float *wb, size_t ld) {
+    const __m512 codes = _mm512_loadu_ps(cm_nf4_code);
+    const int groups = (cols + 127) / 128, shift = log2i(w->blocksize);
+    const size_t row_bytes = (size_t)cols / 2;
+    for (int i = 0; i < R; i++) {
+        const uint8_t *p = w->packed + (size_t)(r + i) * row_bytes;
+        float *dst = wb + (size_t)i * ld;
+        for (int g = 0; g < groups; g++) {
+            const int half = g * 128 + 64 >= cols;
+            __m512i d = load_group512(p + (size_t)g * 64, half);
+            __m512 sc = scale512(w->absmax, (size_t)(r + i) * cols + (size_t)g * 128, shift, half);
+            for (int m = 0; m < 8; m++)
+                _mm512_store_ps(dst + (size_t)g * 128 + m * 16, _mm512_mul_ps(NIB512(d, m, codes), sc));
+        }
+    }
+}
+
+/* The R x (16 G) tile of decoded rows wb against one panel of 32 tokens, stored into y. */
+T_AVX512 INLINE void tile512(const nf4_job *j, float *y, int rows, int r, const float *wb, const float *xp,
+                             int t0, int valid, const int R, const int G) {
+    __m512 acc[12][2];
+    for (int i = 0; i < R; i++)
+        for (int g = 0; g < G; g++) acc[i][g] = _mm512_setzero_ps();
+    const size_t ld = j->ld;
+    for (int k = 0; k < j->colsp; k++) {
+        __m512 x0 = _mm512_load_ps(xp + (size_t)k * 32);
+        __m512 x1 = G > 1 ? _mm512_load_ps(xp + (size_t)k * 32 + 16) : x0;
+        for (int i = 0; i < R; i++) {
+            __m512 b = _mm512_set1_ps(wb[(size_t)i * ld + k]);
+            acc[i][0] = _mm512_fmadd_ps(b, x0, acc[i][0]);
+            if (G > 1) acc[i][1] = _mm512_fmadd_ps(b, x1, acc[i][1]);
+        }
+    }
+    float tile[12 * 32] __attribute__((aligned(64)));
+    for (int i = 0; i < R; i++)
+        for (int g = 0; g < G; g++) _mm512_store_ps(tile + i * 32 + g * 16, acc[i][g]);
+    for (int t = 0; t < valid; t++) {
+        float *dst = y + (size_t)(t0 + t) * rows + r;
+        for (int i = 0; i < R; i++) dst[i] = tile[i * 32 + t];
+    }
+}
+
+T_AVX512 static void tile512_12x2(const nf4_job *j, float *y, int rows, int r, const float *wb, const float *xp,
+                                  int t0, int valid) {
+    tile512(j, y, rows, r, wb, xp, t0, valid, 12, 2);
+}
+T_AVX512 static void tile512_12x1(const nf4_job *j, float *y, int rows, int r, const float *wb, const float *xp,
+                                  int t0, int valid) {
+    tile512(j, y, rows, r, wb, xp, t0, valid, 12, 1);
+}
+T_AVX512 static void tile512_4x2(const nf4_job *j, float *y, int rows, int r, const float *wb, const float *xp,
+                                 int t0, int valid) {
+    tile512(j, y, rows, r, wb, xp, t0, valid, 4, 2);
+}
+T_AVX512 static void tile512_4x1(const nf4_job *j, float *y, int rows, int r, const float *wb, const float *xp,
+                                 int t0, int valid) {
+    tile512(j, y, rows, r, wb, xp, t0, valid, 4, 1);
+}
+T_AVX512 static void tile512_1x2(const nf4_job *j, float *y, int rows, int r, const float *wb, const float *xp,
+                                 int t0, int valid) {
+    tile512(j, y, rows, r, wb, xp, t0, valid, 1, 2);
+}
+T_AVX512 static void tile512_1x1(const nf4_job *j, float *y, int rows, int r, const float *wb, const float *xp,
+                                 int t0, int valid) {
+    tile512(j, y, rows, r, wb, xp, t0, valid, 1, 1);
+}
+
+T_AVX512 static void gemm_band512(const nf4_job *j, const cm_nf4_weight *w, float *y, int r0, int r1,
+                                  float *wb) {
+    const int rows = (int)w->rows, panels = (j->n + 31) / 32;
+    for (int r = r0; r < r1;) {
+        const int R = r1 - r >= 12 ? 12 : r1 - r >= 4 ? 4 : 1;
+        decode512(w, j->cols, r, R, wb, j->ld);
+        /* the next block's codes come from memory while this one computes */
+        if (r + R < r1) {
+            const char *next = (const char *)w->packed + (size_t)(r + R) * (size_t)(j->cols / 2);
+            size_t bytes = (size_t)(r1 - (r + R) < 12 ? r1 - (r + R) : 12) * (size_t)(j->cols / 2);
+            for (size_t b = 0; b < bytes; b += 64) _mm_prefetch(next + b, _MM_HINT_T1);
+        }
+        for (int p = 0; p < panels; p++) {
+            const int t0 = p * 32, valid = j->n - t0 < 32 ? j->n - t0 : 32;
+            const float *xp = j->xq + (size_t)p * j->colsp * 32;
+            if (valid > 16) {
+                if (R == 12)
+                    tile512_12x2(j, y, rows, r, wb, xp, t0, valid);
+                else if (R == 4)
+                    tile512_4x2(j, y, rows, r, wb, xp, t0, valid);
+                else
+                    tile512_1x2(j, y, rows, r, wb, xp, t0, valid);
+            } else {
+                if (R == 12)
+                    tile512_12x1(j, y, rows, r, wb, xp, t0, valid);
+                else if (R == 4)
+                    tile512_4x1(j, y, rows, r, wb, xp, t0, valid);
+                else
+                    tile512_1x1(j, y, rows, r, wb, xp, t0, valid);
+            }
+        }
+        r += R;
+    }
+}
+
+/* ================================================================ AVX2 */
+
+T_AVX2 INLINE __m256 nib256(__m256i d, int m, __m256 lo, __m256 hi) {
+    __m256i idx = m ? _mm256_srli_epi32(d, 4 * m) : d;
+    __m256 a = _mm256_permutevar8x32_ps(lo, idx), b = _mm256_permutevar8x32_ps(hi, idx);
+    /* bit 3 of the nibble picks the upper eight codes */
+    return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+}
+
+T_AVX2 INLINE float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* As gemv512 with groups of 64 values (one block each). */
+T_AVX2 INLINE void gemv256(const nf4_job *j, const cm_nf4_weight *w, float *y, int r, const int R, const int T) {
+    const __m256 lo = _mm256_loadu_ps(cm_nf4_code), hi = _mm256_loadu_ps(cm_nf4_code + 8);
+    const int cols = j->cols, groups = cols / 64, shift = log2i(w->blocksize);
+    const size_t row_bytes = (size_t)cols / 2;
+    const uint8_t *base = w->packed + (size_t)r * row_bytes;
+    const uint8_t *pf_end = w->packed + (size_t)w->rows * row_bytes;
+    __m256 acc[4][5];
+    for (int i = 0; i < R; i++)
+        for (int t = 0; t < T; t++) acc[i][t] = _mm256_setzero_ps();
+    for (int g = 0; g < groups; g++) {
+        for (int i = 0; i < R; i++) {
+            const uint8_t *p = base + (size_t)i * row_bytes + (size_t)g * 32;
+            const uint8_t *pf = p + PF_ROWS * row_bytes;
+            if (g % 2 == 0 && pf < pf_end) _mm_prefetch((const char *)pf, _MM_HINT_T1);
+            __m256i d = _mm256_loadu_si256((const __m256i *)p);
+            __m256 s[5];
+            for (int m = 0; m < 8; m++) {
+                __m256 v = nib256(d, m, lo, hi);
+                for (int t = 0; t < T; t++) {
+                    const float *xv = j->xq + (size_t)t * j->colsp + (size_t)g * 64 + (size_t)m * 8;
+                    s[t] = m ? _mm256_fmadd_ps(v, _mm256_load_ps(xv), s[t]) : _mm256_mul_ps(v, _mm256_load_ps(xv));
+                }
+            }
+            __m256 sc = _mm256_set1_ps(w->absmax[((size_t)(r + i) * cols + (size_t)g * 64) >> shift]);
+            for (int t = 0; t < T; t++) acc[i][t] = _mm256_fmadd_ps(s[t], sc, acc[i][t]);
+        }
+    }
+    for (int i = 0; i < R; i++)
+        for (int t = 0; t < T; t++) y[(size_t)t * w->rows + r + i] = hsum256(acc[i][t]);
+}
+
+T_AVX2 static void gemv_band256(const nf4_job *j, const cm_nf4_weight *w, float *y, int r0, int r1) {
+    int r = r0;
+    switch (j->n) {
+    case 1:
+        for (; r + 4 <= r1; r += 4) gemv256(j, w, y, r, 4, 1);
+        for (; r < r1; r++) gemv256(j, w, y, r, 1, 1);
+        break;
+    case 2:
+        for (; r + 2 <= r1; r += 2) gemv256(j, w, y, r, 2, 2);
+        for (; r < r1; r++) gemv256(j, w, y, r, 1, 2);
+        break;
+    case 3:
+        for (; r < r1; r++) gemv256(j, w, y, r, 1, 3);
+        break;
+    case 4:
+        for (; r < r1; r++) gemv256(j, w, y, r, 1, 4);
+        break;
+    default:
+        for (; r < r1; r++) gemv256(j, w, y, r, 1, 5);
+        break;
+    }
+}
+
+T_AVX2 static void decode256(const cm_nf4_weight *w, int cols, int r, int R, float *wb, size_t ld) {
+    const __m256 lo = _mm256_loadu_ps(cm_nf4_code), hi = _mm256_loadu_ps(cm_nf4_code + 8);
+    const int groups = cols / 64, shift = log2i(w->blocksize);
+    const size_t row_bytes = (size_t)cols / 2;
+    for (int i = 0; i < R; i++) {
+        const uint8_t *p = w->packed + (size_t)(r + i) * row_bytes;
+        float *dst = wb + (size_t)i * ld;
+        for (int g = 0; g < groups; g++) {
+            __m256i d = _mm256_loadu_si256((const __m256i *)(p + (size_t)g * 32));
+            __m256 sc = _mm256_set1_ps(w->absmax[((size_t)(r + i) * cols + (size_t)g * 64) >> shift]);
+            for (int m = 0; m < 8; m++)
+                _mm256_store_ps(dst + (size_t)g * 64 + m * 8, _mm256_mul_ps(nib256(d, m, lo, hi), sc));
+        }
+    }
+}
+
+T_AVX2 INLINE void tile256(const nf4_job *j, float *y, int rows, int r, const float *wb, const float *xp, int t0,
+                           int valid, const int R, const int G) {
+    __m256 acc[6][2];
+    for (int i = 0; i < R; i++)
+        for (int g = 0; g < G; g++) acc[i][g] = _mm256_setzero_ps();
+    const size_t ld = j->ld;
+    for (int k = 0; k < j->colsp; k++) {
+        __m256 x0 = _mm256_load_ps(xp + (size_t)k * 16);
+        __m256 x1 = G > 1 ? _mm256_load_ps(xp + (size_t)k * 16 + 8) : x0;
+        for (int i = 0; i < R; i++) {
+            __m256 b = _mm256_broadcast_ss(wb + (size_t)i * ld + k);
+            acc[i][0] = _mm256_fmadd_ps(b, x0, acc[i][0]);
+            if (G > 1) acc[i][1] = _mm256_fmadd_ps(b, x1, acc[i][1]);
+        }
+    }
+    float tile[6 * 16] __attribute__((aligned(32))) = {0};
+    for (int i = 0; i < R; i++)
+        for (int g = 0; g < G; g++) _mm256_store_ps(tile + i * 16 + g * 8, acc[i][g]);
+    for (int t = 0; t < valid; t++) {
+        float *dst = y + (size_t)(t0 + t) * rows + r;
+        for (int i = 0; i < R; i++) dst[i] = tile[i * 16 + t];
+    }
+}
+
+T_AVX2 static void tile256_6x2(const nf4_job *j, float *y, int rows, int r, const float *wb, const float *xp,
+                               int t0, int valid) {
+    tile256(j, y, rows, r, wb, xp, t0, valid, 6, 2);
+}
+T_AVX2 static void tile256_6x1(const nf4_job *j, float *y, int rows, int r, const float *wb, const float *xp,
+                               int t0, int valid) {
+    tile256(j, y, rows, r, wb, xp, t0, valid, 6, 1);
+}
+T_AVX2 static void tile256_1x2(const nf4_job *j, float *y, int rows, int r, const float *wb, const float *xp,
+                               int t0, int valid) {
+    tile256(j, y, rows, r, wb, xp, t0, valid, 1, 2);
+}
+T_AVX2 static void tile256_1x1(const nf4_job *j, float *y, int rows, int r, const float *wb, const float *xp,
+                               int t0, int valid) {
+    tile256(j, y, rows, r, wb, xp, t0, valid, 1, 1);
+}
+
+T_AVX2 static void gemm_band256(const nf4_job *j, const cm_nf4_weight *w, float *y, int r0, int r1, float *wb) {
+    const int rows = (int)w->rows, panels = (j->n + 15) / 16;
+    for (int r = r0; r < r1;) {
+        const int R = r1 - r >= 6 ? 6 : 1;
+        decode256(w, j->cols, r, R, wb, j->ld);
+        for (int p = 0; p < panels; p++) {
+            const int t0 = p * 16, valid = j->n - t0 < 16 ? j->n - t0 : 16;
+            const float *xp = j->xq + (size_t)p * j->colsp * 16;
+            if (valid > 8) {
+                if (R == 6)
+                    tile256_6x2(j, y, rows, r, wb, xp, t0, valid);
+                else
+                    tile256_1x2(j, y, rows, r, wb, xp, t0, valid);
+            } else {
+                if (R == 6)
+                    tile256_6x1(j, y, rows, r, wb, xp, t0, valid);
+                else
+                    tile256_1x1(j, y, rows, r, wb, xp, t0, valid);
+            }
+        }
+        r += R;
+    }
+}
+
+/* ================================================================ entry */
+
+static void gemv_worker(void *arg, int thread, int n_threads) {
+    const nf4_job *j = arg;
+    for (int k = 0; k < j->count; k++) {
+        int r0, r1;
+        row_band((int)j->w[k]->rows, 4, thread, n_threads, &r0, &r1);
+        if (r0 >= r1) continue;
+        if (j->lanes == 16)
+            gemv_band512(j, j->w[k], j->y[k], r0, r1);
+        else
+            gemv_band256(j, j->w[k], j->y[k], r0, r1);
+    }
+}
+
+static void gemm_worker(void *arg, int thread, int n_threads) {
+    const nf4_job *j = arg;
+    float *wb = j->scratch + (size_t)thread * j->scratch_floats;
+    for (int k = 0; k < j->count; k++) {
+        int r0, r1;
+        row_band((int)j->w[k]->rows, j->lanes == 16 ? 12 : 6, thread, n_threads, &r0, &r1);
+        if (r0 >= r1) continue;
+        if (j->lanes == 16)
+            gemm_band512(j, j->w[k], j->y[k], r0, r1, wb);
+        else
+            gemm_band256(j, j->w[k], j->y[k], r0, r1, wb);
+    }
+}
+
+/* x in lane order: GEMV one row per token; GEMM panels of P tokens, [colsp][P] each (zero past n). */
+static void pack_worker(void *arg, int thread, int n_threads) {
+    const nf4_job *j = arg;
+    if (!j->panel) {
+        int t0, t1;
+        cm_split_range(j->n, n_threads, thread, &t0, &t1);
+        for (int t = t0; t < t1; t++)
+            permute_row(j->x + (size_t)t * j->cols, j->cols, j->colsp, j->lanes, j->xq + (size_t)t * j->colsp);
+        return;
+    }
+    int P = j->panel, panels = (j->n + P - 1) / P, p0, p1;
+    cm_split_range(panels, n_threads, thread, &p0, &p1);
+    for (int p = p0; p < p1; p++) {
+        float *dst = j->xq + (size_t)p * j->colsp * P;
+        int valid = j->n - p * P < P ? j->n - p * P : P;
+        const float *src = j->x + (size_t)p * P * j->cols;
+        for (int k = 0; k < j->colsp; k++) {
+            int s = lane_source(k, j->lanes, j->cols);
+            float *d = dst + (size_t)k * P;
+            for (int t = 0; t < P; t++) d[t] = s >= 0 && t < valid ? src[(size_t)t * j->cols + s] : 0.0f;
+        }
+    }
+}
+
+int cm_nf4_matmul_simd(float *const *y, const float *x, int n, const cm_nf4_weight *const *w, int count,
+                       cm_pool *pool, cm_isa isa) {
+    if (isa != CM_ISA_AVX2 && isa != CM_ISA_AVX512) return -1;
+    nf4_job j;
+    memset(&j, 0, sizeof j);
+    j.y = y;
+    j.x = x;
+    j.w = w;
+    j.n = n;
+    j.count = count;
+    j.cols = (int)w[0]->cols;
+    j.lanes = isa == CM_ISA_AVX512 ? 16 : 8;
+    int G = 8 * j.lanes;
+    j.colsp = (j.cols + G - 1) / G * G;
+    int threads = cm_pool_size(pool);
+    if (n < GEMM_MIN_TOKENS) {
+        j.xq = aligned_alloc(64, round64((size_t)n * j.colsp * sizeof(float)));
+        if (!j.xq) return -1;
+        cm_pool_run(n > 1 ? pool : NULL, pack_worker, &j);
+        cm_pool_run(pool, gemv_worker, &j);
+        free(j.xq);
+        return 0;
+    }
+    j.panel = j.lanes == 16 ? 32 : 16;
+    int panels = (n + j.panel - 1) / j.panel;
+    j.xq = aligned_alloc(64, round64((size_t)panels * j.colsp * j.panel * sizeof(float)));
+    /* a padded stride: a power-of-two row length would put the rows' column k in one L1 set */
+    j.ld = (size_t)j.colsp + 16;
+    j.scratch_floats = (size_t)(j.lanes == 16 ? 12 : 6) * j.ld;
+    j.scratch = aligned_alloc(64, round64((size_t)threads * j.scratch_floats * sizeof(float)));
+    if (!j.xq || !j.scratch) {
+        free(j.xq);
+        free(j.scratch);
+        return -1;
+    }
+    cm_pool_run(panels > 1 ? pool : NULL, pack_worker, &j);
+    cm_pool_run(pool, gemm_worker, &j);
+    free(j.xq);
+    free(j.scratch);
+    return 0;
+}
+
+#else /* not x86-64: the generic path only */
+
+int cm_nf4_matmul_simd(float *const *y, const float *x, int n, const cm_nf4_weight *const *w, int count,
+                       cm_pool *pool, cm_isa isa) {
+    (void)y, (void)x, (void)n, (void)w, (void)count, (void)pool, (void)isa;
+    return -1;
+}
+
+#endif
