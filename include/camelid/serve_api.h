@@ -15,6 +15,8 @@ typedef enum {
     CM_API_COMPLETION, /* POST /v1/completions */
     CM_API_TOKENIZE,   /* POST /tokenize */
     CM_API_DETOKENIZE, /* POST /detokenize */
+    CM_API_ARENA_BATTLE, /* POST /v1/arena/battles: {"prompt", "system"?, sampling fields, "stream"} */
+    CM_API_ARENA_VOTE,   /* POST /v1/arena/battles/{id}/vote: {"winner": "a"|"b"|"tie"|"bothbad"} */
 } cm_api_kind;
 
 /* An error as the API reports it: HTTP status and {"error":{"message","type","param","code"}}. */
@@ -36,7 +38,8 @@ char *cm_api_error_json(const cm_api_error *e);
 typedef struct cm_api_request {
     cm_api_kind kind;
     char *model; /* NULL when absent or null */
-    /* chat: the messages, roles normalised to system/user/assistant ("developer" -> "system"), contents
+    /* chat and arena battles (an optional system message, then the prompt as the user's): the messages,
+     * roles normalised to system/user/assistant ("developer" -> "system"), contents
      * made strings (text parts joined) */
     cm_chat_message *messages;
     size_t n_messages;
@@ -54,6 +57,7 @@ typedef struct cm_api_request {
     int n_stop;
     bool stream, include_usage;
     bool add_special; /* tokenize: add BOS as the model would */
+    int winner;       /* arena vote: a cm_vote (elo.h) */
 } cm_api_request;
 
 /* Parse and validate a request body. On failure fills `err` (status 400, param named) and returns false;

@@ -21,68 +21,19 @@
 #include "camelid/serve_sched.h"
 #include "serve/serve_internal.h"
 
-#define MAX_MODELS 16
-#define WAIT_SLICE_MS 100
-#define SHUTDOWN_MESSAGE "the server is shutting down"
-
-typedef enum {
-    ROUTE_HEALTH = 0,
-    ROUTE_METRICS,
-    ROUTE_MODELS,
-    ROUTE_CHAT,
-    ROUTE_COMPLETIONS,
-    ROUTE_TOKENIZE,
-    ROUTE_DETOKENIZE,
-    ROUTE_OTHER,
-    ROUTE_COUNT
-} route_id;
-
 static const char *route_names[ROUTE_COUNT] = {
     "/health",         "/metrics",  "/v1/models",  "/v1/chat/completions",
-    "/v1/completions", "/tokenize", "/detokenize", "other"};
-static const int status_codes[] = {200, 400, 401, 404, 405, 413, 500, 503, 504};
-#define N_CODES ((int)(sizeof status_codes / sizeof *status_codes))
+    "/v1/completions", "/tokenize", "/detokenize", "/ (pages)",
+    "/v1/arena/battles", "/v1/arena/battles/{id}/vote", "/v1/arena/leaderboard", "other"};
+static const int status_codes[N_CODES] = {200, 400, 401, 404, 405, 409, 413, 500, 503, 504};
 
-typedef struct {
-    char *id;
-    const cm_model *m;
-    const cm_tokenizer *tok;
-    cm_template_id tmpl;
-    cm_sched *sched;
-} served_model;
-
-struct cm_server {
-    cm_server_params p;
-    struct MHD_Daemon *daemon;
-    int port;
-    served_model models[MAX_MODELS];
-    int n_models;
-    serve_db *db;
-    pthread_mutex_t mu; /* state, counters, id generator */
-    int state;          /* 0 loading, 1 ready, 2 stopping */
-    bool shut_down;
-    uint64_t requests[ROUTE_COUNT][N_CODES + 1];
-    uint64_t id_counter;
-    double started_at;
-};
-
-typedef struct {
-    route_id route;
-    bool post;
-    char *body;
-    size_t len, cap;
-    bool too_big;
-    double t_start;
-} conn_ctx;
-
-static double now_seconds(void) {
+double srv_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static void logf_(cm_server *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void logf_(cm_server *s, const char *fmt, ...) {
+void srv_log(cm_server *s, const char *fmt, ...) {
     if (!s->p.log) return;
     char line[768];
     va_list ap;
@@ -106,7 +57,7 @@ cm_server_params cm_server_defaults(void) {
     return p;
 }
 
-static void count_request(cm_server *s, route_id r, int status) {
+void srv_count_request(cm_server *s, route_id r, int status) {
     int k = N_CODES;
     for (int i = 0; i < N_CODES; i++)
         if (status_codes[i] == status) k = i;
@@ -115,7 +66,7 @@ static void count_request(cm_server *s, route_id r, int status) {
     pthread_mutex_unlock(&s->mu);
 }
 
-static int server_state(cm_server *s) {
+int srv_state(cm_server *s) {
     pthread_mutex_lock(&s->mu);
     int st = s->state;
     pthread_mutex_unlock(&s->mu);
@@ -123,11 +74,11 @@ static int server_state(cm_server *s) {
 }
 
 /* "chatcmpl-" + 24 hex digits, unique per process and unpredictable enough for logs. */
-static void make_id(cm_server *s, const char *prefix, char *out, size_t cap) {
+void srv_make_id(cm_server *s, const char *prefix, char *out, size_t cap) {
     pthread_mutex_lock(&s->mu);
     uint64_t c = ++s->id_counter;
     pthread_mutex_unlock(&s->mu);
-    uint64_t z = c * 0x9E3779B97F4A7C15ull ^ (uint64_t)time(NULL) ^ ((uint64_t)(now_seconds() * 1e9) << 17);
+    uint64_t z = c * 0x9E3779B97F4A7C15ull ^ (uint64_t)time(NULL) ^ ((uint64_t)(srv_now() * 1e9) << 17);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     z ^= z >> 31;
@@ -139,13 +90,13 @@ static void make_id(cm_server *s, const char *prefix, char *out, size_t cap) {
 
 /* Tell clients how long an idle connection stays open, so that they do not reuse one the server is
  * closing (HTTP clients honour "Keep-Alive: timeout=N"). */
-static void keep_alive_hint(cm_server *s, struct MHD_Response *resp) {
+void srv_keep_alive(cm_server *s, struct MHD_Response *resp) {
     char v[32];
     snprintf(v, sizeof v, "timeout=%d", s->p.idle_timeout);
     MHD_add_response_header(resp, "Keep-Alive", v);
 }
 
-static enum MHD_Result reply(cm_server *s, struct MHD_Connection *c, route_id r, int status,
+enum MHD_Result srv_reply(cm_server *s, struct MHD_Connection *c, route_id r, int status,
                              const char *content_type, char *body) {
     if (!body) {
         status = 500;
@@ -160,23 +111,20 @@ static enum MHD_Result reply(cm_server *s, struct MHD_Connection *c, route_id r,
         return MHD_NO;
     }
     MHD_add_response_header(resp, "Content-Type", content_type);
-    keep_alive_hint(s, resp);
+    srv_keep_alive(s, resp);
     if (status == 401) MHD_add_response_header(resp, "WWW-Authenticate", "Bearer");
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, resp);
     MHD_destroy_response(resp);
-    count_request(s, r, status);
+    srv_count_request(s, r, status);
     return ret;
 }
 
-static enum MHD_Result reply_error(cm_server *s, struct MHD_Connection *c, route_id r,
+enum MHD_Result srv_reply_error(cm_server *s, struct MHD_Connection *c, route_id r,
                                    const cm_api_error *e) {
-    return reply(s, c, r, e->status, "application/json", cm_api_error_json(e));
+    return srv_reply(s, c, r, e->status, "application/json", cm_api_error_json(e));
 }
 
-static enum MHD_Result reply_simple_error(cm_server *s, struct MHD_Connection *c, route_id r, int status,
-                                          const char *type, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 7, 8)));
-static enum MHD_Result reply_simple_error(cm_server *s, struct MHD_Connection *c, route_id r, int status,
+enum MHD_Result srv_reply_simple_error(cm_server *s, struct MHD_Connection *c, route_id r, int status,
                                           const char *type, const char *code, const char *fmt, ...) {
     cm_api_error e;
     cm_api_error_set(&e, status, type, code, NULL, "%s", "");
@@ -184,11 +132,11 @@ static enum MHD_Result reply_simple_error(cm_server *s, struct MHD_Connection *c
     va_start(ap, fmt);
     vsnprintf(e.message, sizeof e.message, fmt, ap);
     va_end(ap);
-    return reply_error(s, c, r, &e);
+    return srv_reply_error(s, c, r, &e);
 }
 
 /* Has the peer closed the connection (or reset it)? */
-static bool client_gone(int fd) {
+bool srv_client_gone(int fd) {
     if (fd < 0) return false;
     char b;
     ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
@@ -196,7 +144,7 @@ static bool client_gone(int fd) {
     return n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
 }
 
-static int connection_fd(struct MHD_Connection *c) {
+int srv_connection_fd(struct MHD_Connection *c) {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
     return ci ? (int)ci->connect_fd : -1;
 }
@@ -204,35 +152,28 @@ static int connection_fd(struct MHD_Connection *c) {
 /* ------------------------------------------------------------------------------- simple routes */
 
 static enum MHD_Result handle_health(cm_server *s, struct MHD_Connection *c) {
-    int st = server_state(s);
+    int st = srv_state(s);
     if (st == 0)
-        return reply(
+        return srv_reply(
             s, c, ROUTE_HEALTH, 503, "application/json",
             strdup(
                 "{\"error\":{\"code\":503,\"message\":\"Loading model\",\"type\":\"unavailable_error\"}}"));
     if (st == 2)
-        return reply(
+        return srv_reply(
             s, c, ROUTE_HEALTH, 503, "application/json",
             strdup(
                 "{\"error\":{\"code\":503,\"message\":\"Shutting down\",\"type\":\"unavailable_error\"}}"));
-    return reply(s, c, ROUTE_HEALTH, 200, "application/json", strdup("{\"status\":\"ok\"}"));
+    return srv_reply(s, c, ROUTE_HEALTH, 200, "application/json", strdup("{\"status\":\"ok\"}"));
 }
 
 static enum MHD_Result handle_models(cm_server *s, struct MHD_Connection *c) {
     const char *ids[MAX_MODELS];
     for (int i = 0; i < s->n_models; i++) ids[i] = s->models[i].id;
-    return reply(s, c, ROUTE_MODELS, 200, "application/json",
+    return srv_reply(s, c, ROUTE_MODELS, 200, "application/json",
                  cm_api_models_json(ids, (size_t)s->n_models, (long long)time(NULL)));
 }
 
-typedef struct {
-    char *buf;
-    size_t len, cap;
-    bool failed;
-} strbuf;
-
-static void sb_printf(strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(strbuf *b, const char *fmt, ...) {
+void srv_sb_printf(strbuf *b, const char *fmt, ...) {
     if (b->failed) return;
     for (;;) {
         va_list ap;
@@ -258,7 +199,7 @@ static void sb_printf(strbuf *b, const char *fmt, ...) {
     }
 }
 
-static void sb_append(strbuf *b, const char *s, size_t n) {
+void srv_sb_append(strbuf *b, const char *s, size_t n) {
     if (b->failed) return;
     if (b->len + n + 1 > b->cap) {
         size_t cap = (b->len + n + 1) * 2;
@@ -281,12 +222,12 @@ static enum MHD_Result handle_metrics(cm_server *s, struct MHD_Connection *c) {
     pthread_mutex_lock(&s->mu);
     memcpy(req, s->requests, sizeof req);
     pthread_mutex_unlock(&s->mu);
-    sb_printf(&b, "# HELP camelid_requests_total HTTP requests answered, by route and status.\n"
+    srv_sb_printf(&b, "# HELP camelid_requests_total HTTP requests answered, by route and status.\n"
                   "# TYPE camelid_requests_total counter\n");
     for (int r = 0; r < ROUTE_COUNT; r++)
         for (int k = 0; k <= N_CODES; k++)
             if (req[r][k])
-                sb_printf(&b, "camelid_requests_total{route=\"%s\",code=\"%s%d\"} %llu\n", route_names[r],
+                srv_sb_printf(&b, "camelid_requests_total{route=\"%s\",code=\"%s%d\"} %llu\n", route_names[r],
                           k == N_CODES ? "other" : "", k == N_CODES ? 0 : status_codes[k],
                           (unsigned long long)req[r][k]);
     static const struct {
@@ -305,7 +246,7 @@ static enum MHD_Result handle_metrics(cm_server *s, struct MHD_Connection *c) {
         {"camelid_decode_batch_max", "gauge", "The most sequences decoded together in one forward so far."},
     };
     for (size_t f = 0; f < sizeof fams / sizeof *fams; f++) {
-        sb_printf(&b, "# HELP %s %s\n# TYPE %s %s\n", fams[f].name, fams[f].help, fams[f].name, fams[f].type);
+        srv_sb_printf(&b, "# HELP %s %s\n# TYPE %s %s\n", fams[f].name, fams[f].help, fams[f].name, fams[f].type);
         for (int i = 0; i < s->n_models; i++) {
             cm_sched_stats st = {0};
             if (s->models[i].sched) cm_sched_get_stats(s->models[i].sched, &st);
@@ -342,17 +283,17 @@ static enum MHD_Result handle_metrics(cm_server *s, struct MHD_Connection *c) {
                 v = st.decode_batch_max;
                 break;
             }
-            sb_printf(&b, "%s{model=\"%s\"} %.17g\n", fams[f].name, s->models[i].id, v);
+            srv_sb_printf(&b, "%s{model=\"%s\"} %.17g\n", fams[f].name, s->models[i].id, v);
         }
     }
     if (b.failed) {
         free(b.buf);
         b.buf = NULL;
     }
-    return reply(s, c, ROUTE_METRICS, 200, "text/plain; version=0.0.4; charset=utf-8", b.buf);
+    return srv_reply(s, c, ROUTE_METRICS, 200, "text/plain; version=0.0.4; charset=utf-8", b.buf);
 }
 
-static served_model *find_model(cm_server *s, const char *id, cm_api_error *err) {
+served_model *srv_find_model(cm_server *s, const char *id, cm_api_error *err) {
     if (!id) return &s->models[0];
     for (int i = 0; i < s->n_models; i++)
         if (!strcmp(s->models[i].id, id)) return &s->models[i];
@@ -368,11 +309,11 @@ static enum MHD_Result handle_tokenize(cm_server *s, struct MHD_Connection *c, r
     cm_api_request req;
     cm_api_error err;
     cm_api_kind kind = r == ROUTE_TOKENIZE ? CM_API_TOKENIZE : CM_API_DETOKENIZE;
-    if (!cm_api_parse_request(kind, cc->body, cc->len, &req, &err)) return reply_error(s, c, r, &err);
-    served_model *sm = find_model(s, req.model, &err);
+    if (!cm_api_parse_request(kind, cc->body, cc->len, &req, &err)) return srv_reply_error(s, c, r, &err);
+    served_model *sm = srv_find_model(s, req.model, &err);
     if (!sm) {
         cm_api_request_free(&req);
-        return reply_error(s, c, r, &err);
+        return srv_reply_error(s, c, r, &err);
     }
     json_t *root = json_object();
     int status = 200;
@@ -415,16 +356,16 @@ static enum MHD_Result handle_tokenize(cm_server *s, struct MHD_Connection *c, r
     cm_api_request_free(&req);
     if (status != 200) {
         json_decref(root);
-        return reply_error(s, c, r, &err);
+        return srv_reply_error(s, c, r, &err);
     }
     char *body = json_dumps(root, JSON_COMPACT);
     json_decref(root);
-    return reply(s, c, r, 200, "application/json", body);
+    return srv_reply(s, c, r, 200, "application/json", body);
 }
 
 /* -------------------------------------------------------------------------------- completions */
 
-/* A generation request from the moment it has a job until its reply is sent. */
+/* A generation request from the moment it has a job until its srv_reply is sent. */
 typedef struct {
     cm_server *s;
     served_model *sm;
@@ -446,13 +387,13 @@ typedef struct {
     int status;
 } gen_ctx;
 
-static const char *finish_name(cm_finish f) {
+const char *srv_finish_name(cm_finish f) {
     return f == CM_FINISH_STOP ? "stop" : f == CM_FINISH_LENGTH ? "length" : NULL;
 }
 
 static void gen_log(gen_ctx *g, bool stream) {
-    double total = now_seconds() - g->t_start, ttft = g->job ? cm_job_ttft(g->job) : -1;
-    logf_(g->s, "%s %s %d prompt=%d completion=%d finish=%s ttft=%.3fs total=%.3fs%s", route_names[g->route],
+    double total = srv_now() - g->t_start, ttft = g->job ? cm_job_ttft(g->job) : -1;
+    srv_log(g->s, "%s %s %d prompt=%d completion=%d finish=%s ttft=%.3fs total=%.3fs%s", route_names[g->route],
           g->sm->id, g->status, g->n_prompt, g->n_generated, g->finish ? g->finish : "-", ttft, total,
           stream ? " stream" : "");
     serve_db_row row = {.created = (double)time(NULL),
@@ -465,7 +406,7 @@ static void gen_log(gen_ctx *g, bool stream) {
                         .ttft_seconds = ttft,
                         .total_seconds = total,
                         .stream = stream};
-    if (serve_db_log(g->s->db, &row) != CM_OK) logf_(g->s, "%s", cm_last_error());
+    if (serve_db_log(g->s->db, &row) != CM_OK) srv_log(g->s, "%s", cm_last_error());
 }
 
 typedef enum { WAIT_UPDATE, WAIT_GONE, WAIT_TIMEOUT } wait_result;
@@ -473,10 +414,10 @@ typedef enum { WAIT_UPDATE, WAIT_GONE, WAIT_TIMEOUT } wait_result;
 static wait_result gen_wait(gen_ctx *g, cm_job_update *u) {
     for (;;) {
         /* the socket is checked before every update too: while tokens keep coming the wait never times
-         * out, and a client that left must free its slot at once, not when the reply is done */
-        if (client_gone(g->fd)) return WAIT_GONE;
+         * out, and a client that left must free its slot at once, not when the srv_reply is done */
+        if (srv_client_gone(g->fd)) return WAIT_GONE;
         if (cm_job_wait(g->job, WAIT_SLICE_MS, u)) return WAIT_UPDATE;
-        if (now_seconds() > g->deadline) return WAIT_TIMEOUT;
+        if (srv_now() > g->deadline) return WAIT_TIMEOUT;
     }
 }
 
@@ -485,9 +426,9 @@ static void sse_event(gen_ctx *g, char *json) {
         g->out.failed = true;
         return;
     }
-    sb_append(&g->out, "data: ", 6);
-    sb_append(&g->out, json, strlen(json));
-    sb_append(&g->out, "\n\n", 2);
+    srv_sb_append(&g->out, "data: ", 6);
+    srv_sb_append(&g->out, json, strlen(json));
+    srv_sb_append(&g->out, "\n\n", 2);
     free(json);
 }
 
@@ -495,7 +436,7 @@ static void sse_error(gen_ctx *g, int status, const char *type, const char *mess
     cm_api_error e;
     cm_api_error_set(&e, status, type, NULL, NULL, "%s", message);
     sse_event(g, cm_api_error_json(&e));
-    sb_append(&g->out, "data: [DONE]\n\n", 14);
+    srv_sb_append(&g->out, "data: [DONE]\n\n", 14);
 }
 
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
@@ -527,7 +468,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
         free(u.text);
         if (u.finish == CM_FINISH_NONE) continue;
         g->ended = true;
-        g->finish = finish_name(u.finish);
+        g->finish = srv_finish_name(u.finish);
         if (!g->finish) {
             g->status = 500;
             sse_error(g, u.finish == CM_FINISH_CANCELLED ? 503 : 500, "server_error",
@@ -541,7 +482,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
             sse_event(g, cm_api_chunk_json(g->kind, g->id, g->created, g->sm->id, NULL, 0, false, NULL,
                                            &usage, false));
         }
-        sb_append(&g->out, "data: [DONE]\n\n", 14);
+        srv_sb_append(&g->out, "data: [DONE]\n\n", 14);
     }
     size_t n = g->out.len - g->out_off;
     if (n > max) n = max;
@@ -554,7 +495,7 @@ static void stream_free(void *cls) {
     gen_ctx *g = cls;
     if (!g->ended && g->status == 200) g->status = 499;
     gen_log(g, true);
-    count_request(g->s, g->route, g->status == 499 ? 200 : g->status);
+    srv_count_request(g->s, g->route, g->status == 499 ? 200 : g->status);
     cm_job_release(g->job);
     free(g->out.buf);
     free(g);
@@ -562,21 +503,22 @@ static void stream_free(void *cls) {
 
 /* Tokens of the request's prompt: the chat rendered through the model's template, or the completion's
  * text encoded as `camelid generate` encodes a prompt (BOS first when the tokenizer adds one). */
-static bool build_prompt(served_model *sm, const cm_api_request *req, int32_t **ids, size_t *n,
+bool srv_build_prompt(served_model *sm, const cm_api_request *req, int32_t **ids, size_t *n,
                          cm_api_error *err) {
     *ids = NULL;
     *n = 0;
-    if (req->kind == CM_API_CHAT) {
+    if (req->kind == CM_API_CHAT || req->kind == CM_API_ARENA_BATTLE) {
+        const char *param = req->kind == CM_API_CHAT ? "messages" : "prompt";
         cm_chat_rendered r;
         if (cm_chat_render(sm->tmpl, req->messages, req->n_messages, true, &r) != CM_OK) {
             cm_chat_rendered_free(&r);
-            cm_api_error_set(err, 400, "invalid_request_error", NULL, "messages", "%s", cm_last_error());
+            cm_api_error_set(err, 400, "invalid_request_error", NULL, param, "%s", cm_last_error());
             return false;
         }
         cm_status st = cm_chat_tokenize(&r, sm->tok, ids, n);
         cm_chat_rendered_free(&r);
         if (st != CM_OK) {
-            cm_api_error_set(err, 400, "invalid_request_error", NULL, "messages", "%s", cm_last_error());
+            cm_api_error_set(err, 400, "invalid_request_error", NULL, param, "%s", cm_last_error());
             return false;
         }
     } else if (req->has_tokens) {
@@ -613,17 +555,45 @@ static bool build_prompt(served_model *sm, const cm_api_request *req, int32_t **
     return true;
 }
 
+cm_sampler_params srv_sampling(const cm_api_request *req, const char *id) {
+    /* llama.cpp's server defaults, overridden by the request's fields */
+    cm_sampler_params sp = cm_sampler_defaults();
+    if (req->has_temperature) sp.temperature = (float)req->temperature;
+    if (req->has_top_p) sp.top_p = (float)req->top_p;
+    if (req->has_top_k) sp.top_k = req->top_k;
+    if (req->has_min_p) sp.min_p = (float)req->min_p;
+    if (req->has_seed) {
+        sp.seed = req->seed;
+    } else {
+        uint64_t z = 0;
+        for (const char *p = id; *p; p++) z = z * 1099511628211ull ^ (unsigned char)*p;
+        sp.seed = z;
+    }
+    return sp;
+}
+
+void srv_chat_stops(const served_model *sm, const cm_api_request *req, const char **stops, int *n_stops,
+                    int32_t *stop_ids, int *n_stop_ids) {
+    int n = 0;
+    for (int i = 0; i < req->n_stop; i++) stops[n++] = req->stop[i];
+    const char *const *ts;
+    size_t nt = cm_template_stop_strings(sm->tmpl, &ts);
+    for (size_t i = 0; i < nt && n < SRV_MAX_STOPS; i++) stops[n++] = ts[i];
+    *n_stops = n;
+    *n_stop_ids = (int)cm_template_stop_tokens(sm->tmpl, sm->tok, stop_ids, 8);
+}
+
 static enum MHD_Result handle_generate(cm_server *s, struct MHD_Connection *c, route_id r, conn_ctx *cc) {
     cm_api_kind kind = r == ROUTE_CHAT ? CM_API_CHAT : CM_API_COMPLETION;
     cm_api_request req;
     cm_api_error err;
-    if (!cm_api_parse_request(kind, cc->body, cc->len, &req, &err)) return reply_error(s, c, r, &err);
-    served_model *sm = find_model(s, req.model, &err);
+    if (!cm_api_parse_request(kind, cc->body, cc->len, &req, &err)) return srv_reply_error(s, c, r, &err);
+    served_model *sm = srv_find_model(s, req.model, &err);
     int32_t *ids = NULL;
     size_t n_ids = 0;
-    if (!sm || !build_prompt(sm, &req, &ids, &n_ids, &err)) {
+    if (!sm || !srv_build_prompt(sm, &req, &ids, &n_ids, &err)) {
         cm_api_request_free(&req);
-        return reply_error(s, c, r, &err);
+        return srv_reply_error(s, c, r, &err);
     }
     int ctx = cm_sched_ctx(sm->sched);
     int max_tokens = req.max_tokens >= 0 ? req.max_tokens : kind == CM_API_COMPLETION ? 16 : -1;
@@ -641,33 +611,19 @@ static enum MHD_Result handle_generate(cm_server *s, struct MHD_Connection *c, r
                              ctx, what, n_ids);
         free(ids);
         cm_api_request_free(&req);
-        return reply_error(s, c, r, &err);
+        return srv_reply_error(s, c, r, &err);
     }
     /* sampling: llama.cpp's server defaults, overridden by the request's fields */
-    cm_sampler_params sp = cm_sampler_defaults();
-    if (req.has_temperature) sp.temperature = (float)req.temperature;
-    if (req.has_top_p) sp.top_p = (float)req.top_p;
-    if (req.has_top_k) sp.top_k = req.top_k;
-    if (req.has_min_p) sp.min_p = (float)req.min_p;
     char id[48];
-    make_id(s, kind == CM_API_CHAT ? "chatcmpl-" : "cmpl-", id, sizeof id);
-    if (req.has_seed) {
-        sp.seed = req.seed;
-    } else {
-        uint64_t z = 0;
-        for (const char *p = id; *p; p++) z = z * 1099511628211ull ^ (unsigned char)*p;
-        sp.seed = z;
-    }
-    const char *stops[CM_API_MAX_STOP + 8];
-    int n_stops = 0;
-    for (int i = 0; i < req.n_stop; i++) stops[n_stops++] = req.stop[i];
+    srv_make_id(s, kind == CM_API_CHAT ? "chatcmpl-" : "cmpl-", id, sizeof id);
+    cm_sampler_params sp = srv_sampling(&req, id);
+    const char *stops[SRV_MAX_STOPS];
+    int n_stops = 0, n_stop_ids = 0;
     int32_t stop_ids[8];
-    int n_stop_ids = 0;
     if (kind == CM_API_CHAT) {
-        const char *const *ts;
-        size_t nt = cm_template_stop_strings(sm->tmpl, &ts);
-        for (size_t i = 0; i < nt && n_stops < CM_API_MAX_STOP + 8; i++) stops[n_stops++] = ts[i];
-        n_stop_ids = (int)cm_template_stop_tokens(sm->tmpl, sm->tok, stop_ids, 8);
+        srv_chat_stops(sm, &req, stops, &n_stops, stop_ids, &n_stop_ids);
+    } else {
+        for (int i = 0; i < req.n_stop; i++) stops[n_stops++] = req.stop[i];
     }
     cm_job_params jp = {.prompt = ids,
                         .n_prompt = (int)n_ids,
@@ -684,27 +640,27 @@ static enum MHD_Result handle_generate(cm_server *s, struct MHD_Connection *c, r
     bool stream = req.stream, include_usage = req.include_usage;
     cm_api_request_free(&req);
     if (sr == CM_SUBMIT_FULL)
-        return reply_simple_error(
+        return srv_reply_simple_error(
             s, c, r, 503, "server_error", NULL,
             "The server is busy: every slot is taken and the wait queue is full; retry later");
     if (sr == CM_SUBMIT_CLOSED)
-        return reply_simple_error(s, c, r, 503, "server_error", NULL, SHUTDOWN_MESSAGE);
+        return srv_reply_simple_error(s, c, r, 503, "server_error", NULL, SHUTDOWN_MESSAGE);
     if (sr != CM_SUBMIT_OK)
-        return reply_simple_error(s, c, r, 400, "invalid_request_error", NULL, "%s", cm_last_error());
+        return srv_reply_simple_error(s, c, r, 400, "invalid_request_error", NULL, "%s", cm_last_error());
 
     /* from here the connection may stay quiet while the job queues and runs */
     MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)s->p.timeout + 5u);
     gen_ctx *g = calloc(1, sizeof *g);
     if (!g) {
         cm_job_release(job);
-        return reply(s, c, r, 500, "application/json", NULL);
+        return srv_reply(s, c, r, 500, "application/json", NULL);
     }
     g->s = s;
     g->sm = sm;
     g->route = r;
     g->kind = kind;
     g->job = job;
-    g->fd = connection_fd(c);
+    g->fd = srv_connection_fd(c);
     g->t_start = cc->t_start;
     g->deadline = cc->t_start + s->p.timeout;
     snprintf(g->id, sizeof g->id, "%s", id);
@@ -726,7 +682,7 @@ static enum MHD_Result handle_generate(cm_server *s, struct MHD_Connection *c, r
         MHD_add_response_header(resp, "Content-Type", "text/event-stream");
         MHD_add_response_header(resp, "Cache-Control", "no-cache");
         MHD_add_response_header(resp, "X-Accel-Buffering", "no");
-        keep_alive_hint(s, resp);
+        srv_keep_alive(s, resp);
         enum MHD_Result ret = MHD_queue_response(c, 200, resp);
         MHD_destroy_response(resp);
         return ret;
@@ -746,27 +702,27 @@ static enum MHD_Result handle_generate(cm_server *s, struct MHD_Connection *c, r
         if (w == WAIT_TIMEOUT) {
             cm_job_cancel(job);
             g->status = 504;
-            ret = reply_simple_error(s, c, r, 504, "timeout_error", NULL,
+            ret = srv_reply_simple_error(s, c, r, 504, "timeout_error", NULL,
                                      "the request took longer than the server's --timeout of %d s",
                                      s->p.timeout);
             break;
         }
-        if (u.text) sb_append(&text, u.text, u.len);
+        if (u.text) srv_sb_append(&text, u.text, u.len);
         free(u.text);
         g->n_prompt = u.n_prompt;
         g->n_generated = u.n_generated;
         if (u.finish == CM_FINISH_NONE) continue;
-        g->finish = finish_name(u.finish);
+        g->finish = srv_finish_name(u.finish);
         if (!g->finish || text.failed) {
             g->status = u.finish == CM_FINISH_CANCELLED ? 503 : 500;
-            ret = reply_simple_error(s, c, r, g->status, "server_error", NULL, "%s",
+            ret = srv_reply_simple_error(s, c, r, g->status, "server_error", NULL, "%s",
                                      text.failed  ? "out of memory"
                                      : u.error[0] ? u.error
                                                   : "the request was cancelled");
             break;
         }
         cm_api_usage usage = {u.n_prompt, u.n_generated};
-        ret = reply(s, c, r, 200, "application/json",
+        ret = srv_reply(s, c, r, 200, "application/json",
                     cm_api_response_json(kind, g->id, g->created, sm->id, text.buf ? text.buf : "", text.len,
                                          g->finish, &usage));
         break;
@@ -780,7 +736,8 @@ static enum MHD_Result handle_generate(cm_server *s, struct MHD_Connection *c, r
 
 /* ------------------------------------------------------------------------------------- dispatch */
 
-static route_id match_route(const char *url, bool *post_route) {
+/* The route a path names; the arena's vote path carries the battle id, a page path the asset's name. */
+static route_id match_route(const char *url, bool *post_route, conn_ctx *cc) {
     static const struct {
         const char *path;
         route_id r;
@@ -791,7 +748,8 @@ static route_id match_route(const char *url, bool *post_route) {
         {"/models", ROUTE_MODELS, false},          {"/v1/chat/completions", ROUTE_CHAT, true},
         {"/chat/completions", ROUTE_CHAT, true},   {"/v1/completions", ROUTE_COMPLETIONS, true},
         {"/completions", ROUTE_COMPLETIONS, true}, {"/tokenize", ROUTE_TOKENIZE, true},
-        {"/detokenize", ROUTE_DETOKENIZE, true},
+        {"/detokenize", ROUTE_DETOKENIZE, true},   {"/v1/arena/battles", ROUTE_ARENA_BATTLES, true},
+        {"/v1/arena/leaderboard", ROUTE_ARENA_LEADERBOARD, false},
     };
     for (size_t i = 0; i < sizeof table / sizeof *table; i++) {
         if (!strcmp(url, table[i].path)) {
@@ -800,6 +758,17 @@ static route_id match_route(const char *url, bool *post_route) {
         }
     }
     *post_route = false;
+    static const char vote_prefix[] = "/v1/arena/battles/", vote_suffix[] = "/vote";
+    size_t n = strlen(url), np = sizeof vote_prefix - 1, ns = sizeof vote_suffix - 1;
+    if (n > np + ns && !strncmp(url, vote_prefix, np) && !strcmp(url + n - ns, vote_suffix)) {
+        /* any id goes to the vote handler, which answers 404 for one it does not know */
+        size_t len = n - np - ns;
+        snprintf(cc->arena_id, sizeof cc->arena_id, "%.*s", (int)(len < sizeof cc->arena_id ? len : 0),
+                 url + np);
+        *post_route = true;
+        return ROUTE_ARENA_VOTE;
+    }
+    if (srv_page_for_path(url, cc->page, sizeof cc->page)) return ROUTE_PAGE;
     return ROUTE_OTHER;
 }
 
@@ -827,20 +796,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         cc = calloc(1, sizeof *cc);
         if (!cc) return MHD_NO;
         *con_cls = cc;
-        cc->t_start = now_seconds();
+        cc->t_start = srv_now();
         bool post_route;
-        cc->route = match_route(url, &post_route);
+        cc->route = match_route(url, &post_route, cc);
         cc->post = !strcmp(method, "POST");
         route_id r = cc->route;
         if (r == ROUTE_OTHER)
-            return reply_simple_error(s, c, r, 404, "invalid_request_error", "not_found",
+            return srv_reply_simple_error(s, c, r, 404, "invalid_request_error", "not_found",
                                       "Unknown request URL: %s %.200s", method, url);
         if (post_route != cc->post && !(!post_route && !strcmp(method, "HEAD")))
-            return reply_simple_error(s, c, r, 405, "invalid_request_error", "method_not_allowed",
+            return srv_reply_simple_error(s, c, r, 405, "invalid_request_error", "method_not_allowed",
                                       "%s %s is not allowed; use %s", method, url,
                                       post_route ? "POST" : "GET");
-        if (r != ROUTE_HEALTH && !authorized(s, c))
-            return reply_simple_error(
+        /* pages are public (a browser cannot send the key when it navigates); their scripts send it */
+        if (r != ROUTE_HEALTH && r != ROUTE_PAGE && !authorized(s, c))
+            return srv_reply_simple_error(
                 s, c, r, 401, "invalid_request_error", "invalid_api_key",
                 "Incorrect API key provided. Send it as \"Authorization: Bearer KEY\".");
         if (cc->post) {
@@ -850,7 +820,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                 errno = 0;
                 unsigned long long n = strtoull(cl, &end, 10);
                 if (errno || end == cl || n > s->p.max_body)
-                    return reply_simple_error(s, c, r, 413, "invalid_request_error", "request_too_large",
+                    return srv_reply_simple_error(s, c, r, 413, "invalid_request_error", "request_too_large",
                                               "The request body is %s bytes; the limit is %zu", cl,
                                               s->p.max_body);
             }
@@ -878,10 +848,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     route_id r = cc->route;
-    int st = server_state(s);
+    int st = srv_state(s);
     if (r == ROUTE_HEALTH) return handle_health(s, c);
+    if (r == ROUTE_PAGE) return srv_page(s, c, cc->page);
     if (st != 1)
-        return reply_simple_error(s, c, r, 503, "server_error", NULL, "%s",
+        return srv_reply_simple_error(s, c, r, 503, "server_error", NULL, "%s",
                                   st == 0 ? "Loading model" : SHUTDOWN_MESSAGE);
     switch (r) {
     case ROUTE_METRICS:
@@ -894,6 +865,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     case ROUTE_CHAT:
     case ROUTE_COMPLETIONS:
         return handle_generate(s, c, r, cc);
+    case ROUTE_ARENA_BATTLES:
+        return srv_arena_battle(s, c, cc);
+    case ROUTE_ARENA_VOTE:
+        return srv_arena_vote(s, c, cc);
+    case ROUTE_ARENA_LEADERBOARD:
+        return srv_arena_leaderboard(s, c);
     default:
         return MHD_NO;
     }
@@ -933,9 +910,14 @@ cm_status cm_server_open(const cm_server_params *p, cm_server **out) {
     s->p = *p;
     if (!s->p.host) s->p.host = "127.0.0.1";
     pthread_mutex_init(&s->mu, NULL);
-    s->started_at = now_seconds();
+    s->started_at = srv_now();
     cm_status st = CM_OK;
     if (p->db_path && (st = serve_db_open(p->db_path, &s->db)) != CM_OK) {
+        cm_server_close(s);
+        return st;
+    }
+    /* the arena keeps its votes in the same file (its own connection and tables), else in memory */
+    if ((st = cm_arena_open(p->db_path, false, &s->arena)) != CM_OK) {
         cm_server_close(s);
         return st;
     }
@@ -977,7 +959,7 @@ int cm_server_port(const cm_server *s) {
 
 cm_status cm_server_add_model(cm_server *s, const char *id, const cm_model *m, const cm_tokenizer *tok,
                               cm_template_id tmpl) {
-    if (server_state(s) != 0) return cm_error(CM_ERR_ARG, "serve: models are added before the server starts");
+    if (srv_state(s) != 0) return cm_error(CM_ERR_ARG, "serve: models are added before the server starts");
     if (s->n_models == MAX_MODELS) return cm_error(CM_ERR_ARG, "serve: at most %d models", MAX_MODELS);
     for (int i = 0; i < s->n_models; i++)
         if (!strcmp(s->models[i].id, id))
@@ -1013,7 +995,7 @@ void cm_server_shutdown(cm_server *s, double grace_seconds) {
         if (ls != MHD_INVALID_SOCKET) close(ls);
     }
     /* let what runs finish, then cancel the rest */
-    double until = now_seconds() + grace_seconds;
+    double until = srv_now() + grace_seconds;
     for (;;) {
         int pending = 0;
         for (int i = 0; i < s->n_models; i++) {
@@ -1022,7 +1004,7 @@ void cm_server_shutdown(cm_server *s, double grace_seconds) {
             cm_sched_get_stats(s->models[i].sched, &st);
             pending += st.busy + st.queued;
         }
-        if (pending == 0 || now_seconds() >= until) break;
+        if (pending == 0 || srv_now() >= until) break;
         struct timespec ts = {0, 20 * 1000000L};
         nanosleep(&ts, NULL);
     }
@@ -1044,6 +1026,7 @@ void cm_server_close(cm_server *s) {
         free(s->models[i].id);
     }
     serve_db_close(s->db);
+    cm_arena_close(s->arena);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }

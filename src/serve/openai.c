@@ -332,6 +332,54 @@ static bool parse_sampling(json_t *root, cm_api_request *r, cm_api_error *err) {
     return parse_stop(root, r, err);
 }
 
+/* An arena battle's prompt (a non-empty string; the body limit bounds it) and optional system prompt,
+ * as the messages both models' templates render. */
+static bool parse_arena_prompt(json_t *root, cm_api_request *r, cm_api_error *err) {
+    json_t *p = json_object_get(root, "prompt"), *sys = json_object_get(root, "system");
+    if (!p) return bad(err, "prompt", "'prompt' is required");
+    char *prompt = NULL, *system = NULL;
+    if (!get_cstring(p, "prompt", &prompt, err)) return false;
+    if (!prompt[0]) {
+        free(prompt);
+        return bad(err, "prompt", "'prompt' must not be empty");
+    }
+    if (sys && !json_is_null(sys) && !get_cstring(sys, "system", &system, err)) {
+        free(prompt);
+        return false;
+    }
+    r->messages = calloc(2, sizeof *r->messages);
+    if (!r->messages) {
+        free(prompt);
+        free(system);
+        return bad(err, NULL, "out of memory");
+    }
+    if (system && system[0]) {
+        r->messages[r->n_messages].role = "system";
+        r->messages[r->n_messages++].content = system;
+    } else {
+        free(system);
+    }
+    r->messages[r->n_messages].role = "user";
+    r->messages[r->n_messages++].content = prompt;
+    return true;
+}
+
+static bool parse_vote(json_t *root, cm_api_request *r, cm_api_error *err) {
+    static const char *names[] = {"a", "b", "tie", "bothbad"};
+    json_t *w = json_object_get(root, "winner");
+    if (!w) return bad(err, "winner", "'winner' is required (\"a\", \"b\", \"tie\" or \"bothbad\")");
+    if (!json_is_string(w)) return wrong_type(err, "winner", "a string", w);
+    for (int i = 0; i < 4; i++) {
+        if (!strcmp(json_string_value(w), names[i]) && json_string_length(w) == strlen(names[i])) {
+            r->winner = i; /* CM_VOTE_A, CM_VOTE_B, CM_VOTE_TIE, CM_VOTE_BOTHBAD */
+            return true;
+        }
+    }
+    char show[96];
+    return bad(err, "winner", "'winner' must be \"a\", \"b\", \"tie\" or \"bothbad\", got \"%s\"",
+               cm_json_show(json_string_value(w), show, sizeof show));
+}
+
 bool cm_api_parse_request(cm_api_kind kind, const char *body, size_t len, cm_api_request *out,
                           cm_api_error *err) {
     memset(out, 0, sizeof *out);
@@ -362,6 +410,12 @@ bool cm_api_parse_request(cm_api_kind kind, const char *body, size_t len, cm_api
         ok = ok && get_bool(root, "add_special", &out->add_special, err);
         break;
     }
+    case CM_API_ARENA_BATTLE:
+        ok = parse_arena_prompt(root, out, err) && parse_sampling(root, out, err);
+        break;
+    case CM_API_ARENA_VOTE:
+        ok = parse_vote(root, out, err);
+        break;
     case CM_API_DETOKENIZE: {
         json_t *t = json_object_get(root, "tokens");
         if (!t)

@@ -1,4 +1,5 @@
-/* libFuzzer target: OpenAI request bodies (chat, completions, tokenize, detokenize). The first byte picks
+/* libFuzzer target: OpenAI request bodies (chat, completions, tokenize, detokenize) and the arena's (battle,
+ * vote). The first byte picks
  * the kind. A request that parses must hold what the validator promises, and its error JSON must parse. */
 #include <jansson.h>
 #include <stdint.h>
@@ -9,7 +10,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size == 0) return 0;
-    cm_api_kind kind = (cm_api_kind)(data[0] % 4);
+    cm_api_kind kind = (cm_api_kind)(data[0] % 6);
     cm_api_request r;
     cm_api_error e;
     if (!cm_api_parse_request(kind, (const char *)data + 1, size - 1, &r, &e)) {
@@ -23,6 +24,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     if (r.max_tokens == 0 || r.max_tokens < -1 || r.n_stop > CM_API_MAX_STOP) abort();
     if (kind == CM_API_CHAT && r.n_messages == 0) abort();
+    if (kind == CM_API_ARENA_BATTLE &&
+        (r.n_messages < 1 || r.n_messages > 2 || strcmp(r.messages[r.n_messages - 1].role, "user") ||
+         !r.messages[r.n_messages - 1].content[0]))
+        abort();
+    if (kind == CM_API_ARENA_VOTE && (r.winner < 0 || r.winner > 3)) abort();
     for (size_t i = 0; i < r.n_messages; i++)
         if (!r.messages[i].role || !r.messages[i].content) abort();
     if ((kind == CM_API_COMPLETION && !r.prompt && !r.has_tokens) || (kind == CM_API_TOKENIZE && !r.prompt))
