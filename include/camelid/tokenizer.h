@@ -106,6 +106,13 @@ cm_status cm_tokenizer_encode(const cm_tokenizer *t, const char *text, size_t le
 cm_status cm_tokenizer_encode_special(const cm_tokenizer *t, const char *text, size_t len, bool add_bos,
                                       bool add_eos, bool parse_special, int32_t **ids, size_t *n_ids);
 
+/* A place to cut a long text for encoding in pieces: a position p in [from, len) such that encoding
+ * text[0, p) and text[p, len) separately (no BOS/EOS, no special-token parsing) and concatenating the ids
+ * gives exactly the ids of the whole text; len if there is none. Byte-level BPE cuts after a line break
+ * that sits between two printable ASCII characters (no pre-token of either regex spans it, and no lookahead
+ * sees across it). SentencePiece always gives len: its dummy prefix and merges span the whole text. */
+size_t cm_tokenizer_split_point(const cm_tokenizer *t, const char *text, size_t len, size_t from);
+
 /* Streaming decoder: feed ids one at a time, get bytes that never end inside a UTF-8 character. Follows
  * SentencePiece: "▁" -> space, no leading space for the first piece after BOS (or at the very start),
  * byte pieces -> raw bytes, control tokens -> nothing, unk -> " ⁇ ". As in sentencepiece, only the first

@@ -39,6 +39,10 @@ struct cm_bpe {
     bool special_first[256]; /* can a special piece start with this byte? */
 };
 
+const char *cm_bpe_regex(cm_bpe_pre pre) {
+    return pre == CM_BPE_PRE_LLAMA3 ? llama3_regex : gpt2_regex;
+}
+
 int cm_bpe_pre_from_name(const char *s, size_t len) {
     if ((len == 4 && memcmp(s, "gpt2", 4) == 0) || (len == 5 && memcmp(s, "gpt-2", 5) == 0))
         return CM_BPE_PRE_GPT2;
@@ -81,6 +85,22 @@ void cm_bpe_merge(const cm_tokenizer *t, size_t rank, int32_t *left, int32_t *ri
 
 static bool b2u_printable(int b) {
     return (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+}
+
+size_t cm_bpe_byte_to_unicode(unsigned char byte, char out[2]) {
+    /* the printable bytes map to themselves; the others, in byte order, to 256, 257, ... */
+    int cp = byte;
+    if (!b2u_printable(byte)) {
+        cp = 256;
+        for (int c = 0; c < byte; c++) cp += !b2u_printable(c);
+    }
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    out[0] = (char)(0xC0 | (cp >> 6));
+    out[1] = (char)(0x80 | (cp & 0x3F));
+    return 2;
 }
 
 static inline size_t merge_hash(int32_t l, int32_t r) {
@@ -130,7 +150,7 @@ cm_status cm_bpe_setup(cm_tokenizer *t, cm_bpe_pre pre, size_t max_merges, const
 
     int errcode;
     PCRE2_SIZE erroff;
-    const char *rx = pre == CM_BPE_PRE_LLAMA3 ? llama3_regex : gpt2_regex;
+    const char *rx = cm_bpe_regex(pre);
     b->re = pcre2_compile((PCRE2_SPTR)rx, PCRE2_ZERO_TERMINATED,
                           PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &errcode, &erroff, NULL);
     if (!b->re) {
@@ -590,6 +610,24 @@ done:
     free(c.heap);
     free(c.map);
     return st;
+}
+
+static inline bool printable_ascii(char c) {
+    return c > ' ' && c < 0x7F;
+}
+
+size_t cm_tokenizer_split_point(const cm_tokenizer *t, const char *text, size_t len, size_t from) {
+    if (t->kind != CM_TOKENIZER_BPE) return len;
+    /* "x\ny" with x, y printable: every pre-token ends at x or at the line break (GPT-2: "\n" alone, as
+     * \s+(?!\S) fails before y and \s+ takes it; Llama 3: "\n" alone or punctuation + "\n"), and the text
+     * cut after the line break scans the same way, since at its end (?!\S) sees nothing, as it sees y */
+    for (size_t p = from < 2 ? 2 : from; p < len; p++) {
+        const char *nl = memchr(text + p - 1, '\n', len - p);
+        if (!nl) return len;
+        p = (size_t)(nl - text) + 1;
+        if (p >= 2 && p < len && printable_ascii(text[p - 2]) && printable_ascii(text[p])) return p;
+    }
+    return len;
 }
 
 /* ---------------------------------------------------------------------------------------------------------

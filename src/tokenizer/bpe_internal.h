@@ -16,6 +16,8 @@ typedef enum { CM_BPE_PRE_GPT2 = 0, CM_BPE_PRE_LLAMA3 = 1 } cm_bpe_pre;
 /* The most merges accepted from any file. */
 #define CM_BPE_MAX_MERGES (1 << 24)
 
+/* The pre-tokenizer's regex (compile with PCRE2_UTF | PCRE2_UCP). */
+const char *cm_bpe_regex(cm_bpe_pre pre);
 /* Parse a pre-tokenizer name: "gpt2"/"gpt-2" or "llama3"/"llama-bpe"; -1 if unknown. */
 int cm_bpe_pre_from_name(const char *s, size_t len);
 
@@ -39,6 +41,8 @@ bool cm_bpe_ignore_merges(const cm_tokenizer *t);
 void cm_bpe_set_ignore_merges(cm_tokenizer *t, bool on);
 size_t cm_bpe_n_merges(const cm_tokenizer *t);
 void cm_bpe_merge(const cm_tokenizer *t, size_t rank, int32_t *left, int32_t *right);
+/* GPT-2's bytes_to_unicode: the UTF-8 of the character that stands for `byte` (1 or 2 bytes, returned). */
+size_t cm_bpe_byte_to_unicode(unsigned char byte, char out[2]);
 /* The bytes piece `id` stands for, written to out (room for the piece's stored length); returns the count. */
 size_t cm_bpe_piece_bytes(const cm_tokenizer *t, int id, unsigned char *out);
 
