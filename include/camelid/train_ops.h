@@ -16,7 +16,7 @@ void cm_embedding_forward(float *out, const int32_t *tokens, const float *table,
 void cm_embedding_backward(float *dtable, const float *dout, const int32_t *tokens, int n, int dim);
 
 /* out = x * rstd * w with rstd = 1/sqrt(mean(x^2) + eps), per row of dim; rstd[t] saved for backward
- * (writes out and rstd). backward: dx += ..., dw += ... */
+ * (writes out and rstd). backward: dx += ..., dw += ... (dw NULL: a frozen weight) */
 void cm_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int n, int dim, float eps,
                         cm_pool *pool);
 void cm_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,

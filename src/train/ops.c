@@ -62,7 +62,7 @@ static void rmsnorm_bwd_worker(void *arg, int thread, int n_threads) {
     norm_job *j = arg;
     int t0, t1;
     cm_split_range(j->n, n_threads, thread, &t0, &t1);
-    float *dw = j->dw;
+    float *dw = j->dw; /* NULL: a frozen weight */
     if (j->dw_parts) {
         dw = j->dw_parts + (size_t)thread * j->dim;
         memset(dw, 0, j->dim * sizeof(float));
@@ -74,18 +74,17 @@ static void rmsnorm_bwd_worker(void *arg, int thread, int n_threads) {
         double dot = 0;
         for (int i = 0; i < j->dim; i++) dot += (double)dy[i] * j->w[i] * x[i];
         float c = (float)(dot * r * r * r / j->dim);
-        for (int i = 0; i < j->dim; i++) {
-            dx[i] += r * dy[i] * j->w[i] - c * x[i];
-            dw[i] += dy[i] * x[i] * r;
-        }
+        for (int i = 0; i < j->dim; i++) dx[i] += r * dy[i] * j->w[i] - c * x[i];
+        if (dw)
+            for (int i = 0; i < j->dim; i++) dw[i] += dy[i] * x[i] * r;
     }
 }
 
 void cm_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
                          const float *rstd, int n, int dim, cm_pool *pool) {
     int threads = cm_pool_size(pool);
-    float *parts = malloc((size_t)threads * dim * sizeof(float));
-    if (!parts) pool = NULL; /* no memory for per-thread partials: one thread accumulates into dw directly */
+    float *parts = dw ? malloc((size_t)threads * dim * sizeof(float)) : NULL;
+    if (dw && !parts) pool = NULL; /* no memory for per-thread partials: one thread accumulates into dw directly */
     norm_job j = {.dx = dx, .x = x, .w = w, .dout = dout, .rstd_in = rstd, .dw_parts = parts, .dw = dw, .n = n,
                   .dim = dim};
     cm_pool_run(pool, rmsnorm_bwd_worker, &j);
@@ -165,86 +164,100 @@ void cm_rope_backward(float *dx, const int32_t *positions, int n, int n_heads, c
     rope_rows(dx, positions, n, n_heads, t, -1.0f);
 }
 
-/* ---- attention ---- */
+/* ---- attention ----
+ * Per (sequence, head), as small matrix products: S = Q K^T (the whole square; the masked half is cheaper to
+ * compute than to skip at these sizes), row-wise masked softmax into probs, O = P V. Each pool thread runs its
+ * own heads with single-threaded BLAS calls (BLAS's own threads are held at one meanwhile). */
 
 typedef struct {
     float *out, *probs, *dq, *dk, *dv;
     const float *q, *k, *v, *dout, *probs_in;
     const int32_t *seg_start;
     cm_attn_shape s;
-    cm_vec_ops ops;
-    float *scratch; /* per thread [T] */
+    float *scratch; /* per thread [T, T] */
 } attn_job;
 
 static void attn_fwd_worker(void *arg, int thread, int n_threads) {
     attn_job *j = arg;
     cm_attn_shape s = j->s;
-    int hd = s.head_dim, q_stride = s.n_heads * hd, kv_stride = s.n_kv_heads * hd, group = s.n_heads / s.n_kv_heads;
+    int T = s.T, hd = s.head_dim, QD = s.n_heads * hd, KD = s.n_kv_heads * hd, group = s.n_heads / s.n_kv_heads;
     float scale = 1.0f / sqrtf((float)hd);
     int i0, i1;
     cm_split_range(s.B * s.n_heads, n_threads, thread, &i0, &i1);
     for (int bh = i0; bh < i1; bh++) {
         int b = bh / s.n_heads, h = bh % s.n_heads, kvh = h / group;
-        for (int i = 0; i < s.T; i++) {
-            size_t row = (size_t)b * s.T + i;
-            const float *qi = j->q + row * q_stride + (size_t)h * hd;
-            float *p = j->probs + (((size_t)b * s.n_heads + h) * s.T + i) * s.T;
-            int start = j->seg_start ? j->seg_start[row] : 0;
-            memset(p, 0, (size_t)s.T * sizeof(float));
-            for (int t = start; t <= i; t++)
-                p[t] = j->ops.dot(qi, j->k + ((size_t)b * s.T + t) * kv_stride + (size_t)kvh * hd, hd) * scale;
-            j->ops.softmax(p + start, i - start + 1);
-            float *o = j->out + row * q_stride + (size_t)h * hd;
-            memset(o, 0, hd * sizeof(float));
-            for (int t = start; t <= i; t++)
-                j->ops.axpy(o, p[t], j->v + ((size_t)b * s.T + t) * kv_stride + (size_t)kvh * hd, hd);
+        const float *q = j->q + (size_t)b * T * QD + (size_t)h * hd;
+        const float *k = j->k + (size_t)b * T * KD + (size_t)kvh * hd;
+        const float *v = j->v + (size_t)b * T * KD + (size_t)kvh * hd;
+        float *P = j->probs + ((size_t)b * s.n_heads + h) * T * T;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, q, QD, k, KD, 0.0f, P, T);
+        for (int i = 0; i < T; i++) {
+            float *p = P + (size_t)i * T;
+            int start = j->seg_start ? j->seg_start[(size_t)b * T + i] : 0;
+            for (int t = 0; t < start; t++) p[t] = 0.0f;
+            for (int t = i + 1; t < T; t++) p[t] = 0.0f;
+            float mx = p[start];
+            for (int t = start + 1; t <= i; t++) mx = p[t] > mx ? p[t] : mx;
+            float sum = 0.0f;
+            for (int t = start; t <= i; t++) sum += p[t] = expf(p[t] - mx);
+            float inv = 1.0f / sum;
+            for (int t = start; t <= i; t++) p[t] *= inv;
         }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, v, KD, 0.0f,
+                    j->out + (size_t)b * T * QD + (size_t)h * hd, QD);
     }
+}
+
+/* Run an attention worker on the pool with BLAS single-threaded inside it. */
+static void attn_run(cm_pool *pool, cm_pool_fn fn, attn_job *j) {
+    int blas_threads = openblas_get_num_threads();
+    if (cm_pool_size(pool) > 1) openblas_set_num_threads(1);
+    cm_pool_run(pool, fn, j);
+    if (cm_pool_size(pool) > 1) openblas_set_num_threads(blas_threads);
 }
 
 void cm_attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
                           const int32_t *seg_start, cm_attn_shape s, cm_pool *pool) {
     attn_job j = {.out = out, .probs = probs, .q = q, .k = k, .v = v, .seg_start = seg_start, .s = s};
-    cm_vec_ops_get(&j.ops);
-    cm_pool_run(pool, attn_fwd_worker, &j);
+    attn_run(pool, attn_fwd_worker, &j);
 }
 
-/* Per (sequence, KV head) so that the query heads sharing a KV head write its dk/dv from one thread.
- * o_i = sum_t p_it v_t, p_i = softmax(s_i), s_it = q_i.k_t * scale:
- * dv_t += p_it do_i; dp_it = do_i.v_t; ds_it = p_it (dp_it - sum_u p_iu dp_iu);
- * dq_i += scale sum_t ds_it k_t; dk_t += scale ds_it q_i. */
+/* Per (sequence, KV head), so that the query heads sharing a KV head update its dk/dv from one thread.
+ * O = P V, P = softmax(S), S = Q K^T scale: dV += P^T dO; dP = dO V^T; dS = P (dP - rowsum(P dP));
+ * dQ += scale dS K; dK += scale dS^T Q. */
 static void attn_bwd_worker(void *arg, int thread, int n_threads) {
     attn_job *j = arg;
     cm_attn_shape s = j->s;
-    int hd = s.head_dim, q_stride = s.n_heads * hd, kv_stride = s.n_kv_heads * hd, group = s.n_heads / s.n_kv_heads;
+    int T = s.T, hd = s.head_dim, QD = s.n_heads * hd, KD = s.n_kv_heads * hd, group = s.n_heads / s.n_kv_heads;
     float scale = 1.0f / sqrtf((float)hd);
-    float *ds = j->scratch + (size_t)thread * s.T;
+    float *dS = j->scratch + (size_t)thread * T * T;
     int i0, i1;
     cm_split_range(s.B * s.n_kv_heads, n_threads, thread, &i0, &i1);
     for (int bk = i0; bk < i1; bk++) {
         int b = bk / s.n_kv_heads, kvh = bk % s.n_kv_heads;
+        const float *k = j->k + (size_t)b * T * KD + (size_t)kvh * hd;
+        const float *v = j->v + (size_t)b * T * KD + (size_t)kvh * hd;
+        float *dk = j->dk + (size_t)b * T * KD + (size_t)kvh * hd;
+        float *dv = j->dv + (size_t)b * T * KD + (size_t)kvh * hd;
         for (int h = kvh * group; h < (kvh + 1) * group; h++) {
-            for (int i = 0; i < s.T; i++) {
-                size_t row = (size_t)b * s.T + i;
-                const float *p = j->probs_in + (((size_t)b * s.n_heads + h) * s.T + i) * s.T;
-                const float *doi = j->dout + row * q_stride + (size_t)h * hd;
-                const float *qi = j->q + row * q_stride + (size_t)h * hd;
-                float *dqi = j->dq + row * q_stride + (size_t)h * hd;
-                int start = j->seg_start ? j->seg_start[row] : 0;
-                double sum = 0;
-                for (int t = start; t <= i; t++) {
-                    size_t kv_off = ((size_t)b * s.T + t) * kv_stride + (size_t)kvh * hd;
-                    ds[t] = j->ops.dot(doi, j->v + kv_off, hd);
-                    sum += (double)p[t] * ds[t];
-                    j->ops.axpy(j->dv + kv_off, p[t], doi, hd);
-                }
-                for (int t = start; t <= i; t++) {
-                    size_t kv_off = ((size_t)b * s.T + t) * kv_stride + (size_t)kvh * hd;
-                    float g = p[t] * (ds[t] - (float)sum) * scale;
-                    j->ops.axpy(dqi, g, j->k + kv_off, hd);
-                    j->ops.axpy(j->dk + kv_off, g, qi, hd);
-                }
+            const float *P = j->probs_in + ((size_t)b * s.n_heads + h) * T * T;
+            const float *q = j->q + (size_t)b * T * QD + (size_t)h * hd;
+            const float *dO = j->dout + (size_t)b * T * QD + (size_t)h * hd;
+            float *dq = j->dq + (size_t)b * T * QD + (size_t)h * hd;
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, dO, QD, 1.0f, dv, KD);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dO, QD, v, KD, 0.0f, dS, T);
+            for (int i = 0; i < T; i++) {
+                const float *p = P + (size_t)i * T;
+                float *d = dS + (size_t)i * T;
+                int start = j->seg_start ? j->seg_start[(size_t)b * T + i] : 0;
+                float dot = 0.0f;
+                for (int t = start; t <= i; t++) dot += p[t] * d[t];
+                for (int t = 0; t < start; t++) d[t] = 0.0f;
+                for (int t = start; t <= i; t++) d[t] = p[t] * (d[t] - dot) * scale;
+                for (int t = i + 1; t < T; t++) d[t] = 0.0f;
             }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, dS, T, k, KD, 1.0f, dq, QD);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, dS, T, q, QD, 1.0f, dk, KD);
         }
     }
 }
@@ -252,18 +265,15 @@ static void attn_bwd_worker(void *arg, int thread, int n_threads) {
 void cm_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *probs,
                            const float *q, const float *k, const float *v, const int32_t *seg_start,
                            cm_attn_shape s, cm_pool *pool) {
-    int threads = cm_pool_size(pool);
-    float *scratch = malloc((size_t)threads * s.T * sizeof(float));
-    if (!scratch) { /* fall back to one thread with a minimal buffer */
-        threads = 1;
+    float *scratch = malloc((size_t)cm_pool_size(pool) * s.T * s.T * sizeof(float));
+    if (!scratch) { /* one thread's worth, then */
         pool = NULL;
-        scratch = malloc((size_t)s.T * sizeof(float));
-        if (!scratch) return; /* cannot happen in practice: T floats */
+        scratch = malloc((size_t)s.T * s.T * sizeof(float));
+        if (!scratch) return;
     }
     attn_job j = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .probs_in = probs, .q = q, .k = k, .v = v,
                   .seg_start = seg_start, .s = s, .scratch = scratch};
-    cm_vec_ops_get(&j.ops);
-    cm_pool_run(pool, attn_bwd_worker, &j);
+    attn_run(pool, attn_bwd_worker, &j);
     free(scratch);
 }
 

@@ -2,7 +2,8 @@
  * tests/data/train-grad/README.md): logits, loss and every parameter gradient of tiny LLaMA models (GQA, MHA,
  * tied and untied heads, ignored targets, packed documents), per tensor within
  * max|g - ref| <= 1e-4 max|ref| + 1e-6. The same model converted to the interleaved RoPE layout (GGUF) must
- * give the same numbers once its q/k gradient rows are permuted back. Then 10 AdamW steps with clipping
+ * give the same numbers once its q/k gradient rows are permuted back (run with per-layer activation
+ * recomputation). LoRA adapters on a frozen base: their gradients in both layouts. Then 10 AdamW steps with clipping
  * reproduce torch's losses. */
 #include <jansson.h>
 #include <math.h>
@@ -48,7 +49,7 @@ typedef struct {
 } result;
 
 /* Forward + backward of the golden batch on the model at `path`. */
-static void run_model(const char *path, const cm_safetensors *gold, result *r) {
+static void run_model(const char *path, const cm_safetensors *gold, result *r, bool recompute) {
     cm_model *m;
     CHECK_OK(cm_model_open(path, &m));
     CHECK_OK(cm_params_from_model(m, &r->p));
@@ -61,7 +62,7 @@ static void run_model(const char *path, const cm_safetensors *gold, result *r) {
     cm_pool *pool;
     CHECK_OK(cm_pool_open(2, &pool));
     cm_lm_train *t;
-    CHECK_OK(cm_lm_train_open(&r->p->cfg, B, T, pool, &t));
+    CHECK_OK(cm_lm_train_open_ex(&r->p->cfg, B, T, recompute, pool, &t));
     CHECK_OK(cm_lm_forward(t, r->p, &b, &r->loss, &r->counted));
     size_t nl = (size_t)B * T * r->p->cfg.vocab_size;
     r->logits = malloc(nl * sizeof(float));
@@ -115,7 +116,7 @@ static void test_case(const char *name) {
     CHECK_OK(cm_safetensors_open(golden, &gold));
     if (!gold) return;
     result r = {0};
-    run_model(model, gold, &r);
+    run_model(model, gold, &r, false);
     compare_result(name, &r, gold, false);
 
     /* the same weights in the interleaved layout (GGUF permutes q/k rows) */
@@ -125,7 +126,7 @@ static void test_case(const char *name) {
     CHECK_OK(cm_model_save_gguf(m, NULL, gguf, CM_DTYPE_F32));
     cm_model_close(m);
     result ri = {0};
-    run_model(gguf, gold, &ri);
+    run_model(gguf, gold, &ri, true); /* and with activation recomputation */
     CHECK(ri.p->cfg.rope_layout == CM_ROPE_INTERLEAVED);
     compare_result(name, &ri, gold, true);
     free_result(&ri);
@@ -195,9 +196,89 @@ static void test_adamw(void) {
     json_decref(j);
 }
 
+/* LoRA on all seven linears of a frozen base: logits, loss and the A/B gradients against torch, on the HF
+ * base and on its interleaved (GGUF) copy with the q/k lora_B rows permuted the same way as the base. */
+static void lora_run(const char *model_path, const char *adapter, const cm_safetensors *gold, bool interleaved) {
+    cm_model *m;
+    CHECK_OK(cm_model_open(model_path, &m));
+    if (!m) return;
+    const cm_config *c = &m->cfg;
+    cm_lora_params *lora, *dlora;
+    CHECK_OK(cm_lora_params_open(c, 4, 8.0f, 0.0f, 0x7f, &lora));
+    CHECK_OK(cm_lora_params_open(c, 4, 8.0f, 0.0f, 0x7f, &dlora));
+    cm_safetensors *ad;
+    CHECK_OK(cm_safetensors_open(adapter, &ad));
+    for (int i = 0; i < lora->n_tensors; i++) {
+        const cm_param_tensor *pt = &lora->tensors[i];
+        const cm_tensor *x = need(ad, pt->name);
+        CHECK((size_t)cm_tensor_numel(x) == (size_t)pt->rows * pt->cols);
+        bool is_b = strstr(pt->name, "lora_B") != NULL, is_q = strstr(pt->name, "q_proj") != NULL,
+             is_k = strstr(pt->name, "k_proj") != NULL;
+        if (interleaved && is_b && (is_q || is_k))
+            cm_permute_qk_rows(x->data, lora->data + pt->offset, is_q ? c->n_heads : c->n_kv_heads, c->head_dim,
+                               (size_t)pt->cols * sizeof(float), false);
+        else
+            memcpy(lora->data + pt->offset, x->data, x->nbytes);
+    }
+    const cm_tensor *tok = need(gold, "tokens");
+    int B = (int)tok->shape[0], T = (int)tok->shape[1];
+    cm_train_batch b = {B, T, tok->data, need(gold, "targets")->data, NULL, NULL};
+    cm_lm_train *t;
+    CHECK_OK(cm_lm_train_open_ex(c, B, T, true, NULL, &t));
+    double loss;
+    int n;
+    CHECK_OK(cm_lm_forward_lora(t, m, lora, 7, &b, &loss, &n));
+    const cm_tensor *logits = need(gold, "logits");
+    check_failures += compare("lora logits", cm_lm_logits(t), logits->data, (size_t)cm_tensor_numel(logits), 1e-5, 1e-5);
+    CHECK_NEAR(loss / n, ((const float *)need(gold, "loss")->data)[0], 1e-5);
+    CHECK_OK(cm_lm_backward_lora(t, m, lora, dlora, (float)(1.0 / n)));
+    for (int i = 0; i < dlora->n_tensors; i++) {
+        const cm_param_tensor *pt = &dlora->tensors[i];
+        char gname[160], what[220];
+        snprintf(gname, sizeof gname, "grad.%s", pt->name);
+        snprintf(what, sizeof what, "lora %s%s", gname, interleaved ? " (interleaved base)" : "");
+        size_t cnt = (size_t)pt->rows * pt->cols;
+        float *got = malloc(cnt * sizeof(float));
+        bool is_b = strstr(pt->name, "lora_B") != NULL, is_q = strstr(pt->name, "q_proj") != NULL,
+             is_k = strstr(pt->name, "k_proj") != NULL;
+        if (interleaved && is_b && (is_q || is_k))
+            cm_permute_qk_rows(dlora->data + pt->offset, got, is_q ? c->n_heads : c->n_kv_heads, c->head_dim,
+                               (size_t)pt->cols * sizeof(float), true);
+        else
+            memcpy(got, dlora->data + pt->offset, cnt * sizeof(float));
+        check_failures += compare(what, got, need(gold, gname)->data, cnt, 1e-4, 1e-6);
+        free(got);
+    }
+    cm_lm_train_close(t);
+    cm_safetensors_close(ad);
+    cm_lora_params_close(lora);
+    cm_lora_params_close(dlora);
+    cm_model_close(m);
+}
+
+static void test_lora(void) {
+    const char *root = getenv("CAMELID_TESTDATA") ? getenv("CAMELID_TESTDATA") : "tests/data";
+    char model[600], adapter[600], golden[600], gguf[600];
+    snprintf(model, sizeof model, "%s/train-grad/lora/model", root);
+    snprintf(adapter, sizeof adapter, "%s/train-grad/lora/adapter/adapter_model.safetensors", root);
+    snprintf(golden, sizeof golden, "%s/train-grad/lora/golden.safetensors", root);
+    cm_safetensors *gold;
+    CHECK_OK(cm_safetensors_open(golden, &gold));
+    if (!gold) return;
+    lora_run(model, adapter, gold, false);
+    snprintf(gguf, sizeof gguf, "%s/train-golden-lora-base.gguf", cm_test_tmpdir());
+    cm_model *m;
+    CHECK_OK(cm_model_open(model, &m));
+    CHECK_OK(cm_model_save_gguf(m, NULL, gguf, CM_DTYPE_F32));
+    cm_model_close(m);
+    lora_run(gguf, adapter, gold, true);
+    cm_safetensors_close(gold);
+}
+
 int main(void) {
     static const char *const cases[] = {"gqa_untied", "gqa_tied", "mha_untied", "masked", "packed"};
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) test_case(cases[i]);
     test_adamw();
+    test_lora();
     CHECK_DONE();
 }
