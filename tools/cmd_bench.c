@@ -15,8 +15,8 @@ static const char *help =
     "Measure prompt processing (pp) and token generation (tg) speed as llama-bench does: random tokens, one\n"
     "warm-up, an empty cache for every repetition, tokens/s as mean +- standard deviation. Also probes this\n"
     "machine's read bandwidth and fp32 FMA peak with the same threads, and shows the achieved GB/s (tg: the\n"
-    "weights read per token) and GFLOP/s (pp: 2 x weights per prompt token plus attention) as a fraction of "
-    "them.\n"
+    "weights and KV cache read per token) and GFLOP/s (pp: 2 x weights per prompt token plus attention) as a\n"
+    "fraction of them.\n"
     "\n"
     "options:\n"
     "  -p, --n-prompt N   prompt tokens for pp (default 128; 0 skips pp)\n"
@@ -91,6 +91,7 @@ int cmd_bench(int argc, char **argv) {
         json_object_set_new(o, "peak_gb_per_s", json_real(peak_gb));
         json_object_set_new(o, "peak_gflop_per_s", json_real(peak_gflop));
         json_object_set_new(o, "weight_bytes", json_real(r.weight_bytes));
+        json_object_set_new(o, "kv_bytes", json_real(r.kv_bytes));
         json_object_set_new(o, "pp_flop", json_real(r.pp_flop));
         json_object_set_new(o, "pp_samples_ns", samples_ns(r.pp_seconds, n_prompt ? reps : 0));
         json_object_set_new(o, "tg_samples_ns", samples_ns(r.tg_seconds, n_gen ? reps : 0));

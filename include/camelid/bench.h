@@ -23,9 +23,10 @@ typedef struct cm_bench_result {
     double pp_tps_mean, pp_tps_sd; /* tokens per second */
     double tg_tps_mean, tg_tps_sd;
     double pp_seconds[CM_BENCH_MAX_REPS], tg_seconds[CM_BENCH_MAX_REPS];
-    double weight_bytes;     /* bytes of matrices one decode step reads */
+    double weight_bytes;     /* bytes of matrices one decode step reads (NF4: codes and f32 block scales) */
+    double kv_bytes;         /* bytes of KV cache one tg step reads, on average over the tg run */
     double pp_flop;          /* floating-point operations of one pp run */
-    double tg_gb_per_s;      /* weight_bytes x tg tokens/s */
+    double tg_gb_per_s;      /* (weight_bytes + kv_bytes) x tg tokens/s */
     double pp_gflop_per_s;   /* pp_flop / mean pp time */
 } cm_bench_result;
 

@@ -11,12 +11,18 @@
 #include "camelid/dtype.h"
 #include "camelid/tokenizer.h"
 
-/* A 2-D weight in PyTorch orientation: `rows` = out features, `cols` = in features, row-major. */
+/* A 2-D weight in PyTorch orientation: `rows` = out features, `cols` = in features, row-major; for
+ * CM_DTYPE_NF4 `data` is a `const cm_nf4_weight *` (camelid/nf4.h: the packed codes and f32 block scales). */
 typedef struct cm_weight {
     cm_dtype dtype;
     int64_t rows, cols;
     const void *data;
 } cm_weight;
+
+/* Row r of a weight of any dtype (NF4 included) as f32 [cols]. */
+void cm_weight_row_to_f32(const cm_weight *w, int64_t r, float *dst);
+/* The bytes a matmul reads for the weight (NF4: the packed codes and the f32 block scales). */
+size_t cm_weight_nbytes(const cm_weight *w);
 
 typedef struct cm_layer {
     const float *attn_norm; /* [dim] */

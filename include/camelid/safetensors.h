@@ -34,6 +34,16 @@ cm_status cm_safetensors_writer_add(cm_safetensors_writer *w, const char *name, 
 /* Same, but the writer takes ownership of `data` (malloc'd) and frees it. */
 cm_status cm_safetensors_writer_add_owned(cm_safetensors_writer *w, const char *name, cm_dtype dtype,
                                           int ndim, const int64_t *shape, void *data, size_t nbytes);
+/* Streaming, for files larger than memory: `header_bytes` (rounded up to a multiple of 8) are reserved in
+ * front of the data, which is written as it is made; commit writes the header into the reserve, padded with
+ * spaces (an error if it does not fit: reserve generously, ~name length + 128 per tensor). A tensor is declared
+ * with stream_begin and its dtype x shape bytes follow in any number of stream_write calls; writer_add and
+ * add_owned write a whole tensor at once (the data need not outlive the call). Tensors are stored in the order
+ * declared. */
+cm_status cm_safetensors_stream_open(const char *path, size_t header_bytes, cm_safetensors_writer **out);
+cm_status cm_safetensors_stream_begin(cm_safetensors_writer *w, const char *name, cm_dtype dtype, int ndim,
+                                      const int64_t *shape);
+cm_status cm_safetensors_stream_write(cm_safetensors_writer *w, const void *data, size_t n);
 /* Writes header ("format": "pt" unless set otherwise) and data; frees w in all cases. */
 cm_status cm_safetensors_writer_commit(cm_safetensors_writer *w);
 void cm_safetensors_writer_abort(cm_safetensors_writer *w);

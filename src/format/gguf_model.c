@@ -181,6 +181,7 @@ static cm_status add_weight(cm_gguf_writer *w, const char *name, const cm_weight
     void *owned;
     size_t nbytes;
     cm_dtype out = dtype == CM_DTYPE_COUNT ? wt->dtype : dtype;
+    if (out == CM_DTYPE_NF4) out = CM_DTYPE_F32; /* GGUF has no NF4: its dequantized values, exactly */
     CM_TRY(cm_model_export_weight(wt, out, permute_heads, head_dim, false, &data, &owned, &nbytes));
     int64_t shape[2] = {wt->rows, wt->cols};
     if (owned) return cm_gguf_writer_add_tensor_owned(w, name, out, 2, shape, owned, nbytes);

@@ -149,6 +149,7 @@ cm_status cm_model_open_hf(const char *path, cm_model **out) {
     }
     if ((st = cm_model_alloc(&m, path, is_dir ? CM_FORMAT_HF : CM_FORMAT_SAFETENSORS)) != CM_OK) goto fail;
     if ((st = cm_config_load_hf(config_path, &m->cfg)) != CM_OK) goto fail;
+    if ((st = cm_nf4_check_config(config_path)) != CM_OK) goto fail;
     if ((st = open_shards(m, dir, is_dir ? NULL : path, &set)) != CM_OK) goto fail;
     /* a tied model may still store lm_head; an untied one must */
     if ((st = cm_model_bind(m, &cm_names_hf, shard_lookup, &set, path)) != CM_OK) goto fail;
@@ -180,7 +181,8 @@ static cm_status add_weight(cm_safetensors_writer *w, const char *name, const cm
     void *owned;
     size_t nbytes;
     cm_dtype out = dtype == CM_DTYPE_COUNT ? wt->dtype : dtype;
-    if (cm_dtype_is_quant(out)) out = CM_DTYPE_F32; /* safetensors has no ggml block types */
+    /* safetensors has no ggml block types; NF4 goes to bitsandbytes folders only (camelid quantize) */
+    if (cm_dtype_is_quant(out) || out == CM_DTYPE_NF4) out = CM_DTYPE_F32;
     CM_TRY(cm_model_export_weight(wt, out, permute_heads, head_dim, true, &data, &owned, &nbytes));
     int64_t shape[2] = {wt->rows, wt->cols};
     if (owned) return cm_safetensors_writer_add_owned(w, name, out, 2, shape, owned, nbytes);
@@ -221,7 +223,7 @@ static json_t *piece_json(const cm_tokenizer *tok, int id) {
     return json_stringn(p, len);
 }
 
-static cm_status write_tokenizer_files(const cm_model *m, const cm_tokenizer *tok, const char *dir) {
+cm_status cm_hf_write_tokenizer_files(const cm_model *m, const cm_tokenizer *tok, const char *dir) {
     bool spm = cm_tokenizer_kind_of(tok) == CM_TOKENIZER_SPM;
     char *path = cm_path_join(dir, "tokenizer.json");
     if (!path) return cm_error(CM_ERR_NOMEM, "out of memory");
@@ -285,25 +287,15 @@ static cm_status llama3_from_factors(const cm_model *m, cm_config *c) {
     return CM_OK;
 }
 
-cm_status cm_model_save_hf(const cm_model *m, const cm_tokenizer *tok, const char *dir, cm_dtype dtype) {
+cm_status cm_hf_config_for_save(const cm_model *m, cm_config *out) {
+    *out = m->cfg;
+    out->rope_layout = CM_ROPE_HALF;
+    if (m->rope_freq_factors) CM_TRY(llama3_from_factors(m, out));
+    return CM_OK;
+}
+
+cm_status cm_hf_write_generation_config(const cm_model *m, const char *dir) {
     const cm_config *c = &m->cfg;
-    CM_TRY(cm_mkdir_p(dir));
-    cm_dtype main_dtype = dtype == CM_DTYPE_COUNT ? m->tok_embd.dtype : dtype;
-    if (cm_dtype_is_quant(main_dtype)) main_dtype = CM_DTYPE_F32;
-    bool permute = c->rope_layout == CM_ROPE_INTERLEAVED;
-
-    char *config_text;
-    cm_config hf = *c;
-    hf.rope_layout = CM_ROPE_HALF;
-    if (m->rope_freq_factors) CM_TRY(llama3_from_factors(m, &hf));
-    CM_TRY(cm_config_to_hf_json(&hf, cm_torch_dtype_name(main_dtype), &config_text));
-    char *config_path = cm_path_join(dir, "config.json");
-    cm_status st = config_path ? cm_write_file_atomic(config_path, config_text, strlen(config_text))
-                               : cm_error(CM_ERR_NOMEM, "out of memory");
-    free(config_path);
-    free(config_text);
-    CM_TRY(st);
-
     json_t *gen = json_object();
     if (c->bos_id >= 0) json_object_set_new(gen, "bos_token_id", json_integer(c->bos_id));
     if (c->n_eos == 1)
@@ -314,7 +306,28 @@ cm_status cm_model_save_hf(const cm_model *m, const cm_tokenizer *tok, const cha
         json_object_set_new(gen, "eos_token_id", arr);
     }
     json_object_set_new(gen, "_from_model_config", json_true());
-    CM_TRY(write_json(dir, "generation_config.json", gen));
+    return write_json(dir, "generation_config.json", gen);
+}
+
+cm_status cm_model_save_hf(const cm_model *m, const cm_tokenizer *tok, const char *dir, cm_dtype dtype) {
+    const cm_config *c = &m->cfg;
+    CM_TRY(cm_mkdir_p(dir));
+    cm_dtype main_dtype = dtype == CM_DTYPE_COUNT ? m->tok_embd.dtype : dtype;
+    if (cm_dtype_is_quant(main_dtype) || main_dtype == CM_DTYPE_NF4) main_dtype = CM_DTYPE_F32;
+    bool permute = c->rope_layout == CM_ROPE_INTERLEAVED;
+
+    char *config_text;
+    cm_config hf;
+    CM_TRY(cm_hf_config_for_save(m, &hf));
+    CM_TRY(cm_config_to_hf_json(&hf, cm_torch_dtype_name(main_dtype), &config_text));
+    char *config_path = cm_path_join(dir, "config.json");
+    cm_status st = config_path ? cm_write_file_atomic(config_path, config_text, strlen(config_text))
+                               : cm_error(CM_ERR_NOMEM, "out of memory");
+    free(config_path);
+    free(config_text);
+    CM_TRY(st);
+
+    CM_TRY(cm_hf_write_generation_config(m, dir));
 
     char *st_path = cm_path_join(dir, "model.safetensors");
     if (!st_path) return cm_error(CM_ERR_NOMEM, "out of memory");
@@ -347,6 +360,6 @@ cm_status cm_model_save_hf(const cm_model *m, const cm_tokenizer *tok, const cha
         return st;
     }
     CM_TRY(cm_safetensors_writer_commit(w));
-    if (tok) CM_TRY(write_tokenizer_files(m, tok, dir));
+    if (tok) CM_TRY(cm_hf_write_tokenizer_files(m, tok, dir));
     return CM_OK;
 }

@@ -50,7 +50,7 @@ static void quant_worker(void *arg, int thread, int n_threads) {
         const char *in = (const char *)j->src->data + (size_t)r * j->in_row;
         const float *x = (const float *)in;
         if (row) {
-            cm_row_to_f32(j->src->dtype, in, row, (size_t)j->src->cols);
+            cm_weight_row_to_f32(j->src, r, row); /* any dtype, NF4 included */
             x = row;
         }
         cm_quantize_row(j->to, x, (char *)j->dst + (size_t)r * j->out_row, (size_t)j->src->cols);

@@ -399,6 +399,9 @@ struct cm_safetensors_writer {
     size_t n, cap;
     st_meta *meta;
     size_t n_meta, cap_meta;
+    /* streaming: the bytes reserved for the header in front of the data (0: not streaming), and how much of
+     * the last declared tensor's data has been written */
+    size_t reserve, written;
 };
 
 cm_status cm_safetensors_writer_open(const char *path, cm_safetensors_writer **out) {
@@ -474,7 +477,7 @@ cm_status cm_safetensors_writer_set_metadata(cm_safetensors_writer *w, const cha
 }
 
 static cm_status writer_add(cm_safetensors_writer *w, const char *name, cm_dtype dtype, int ndim,
-                            const int64_t *shape, const void *data, size_t nbytes, bool owned) {
+                            const int64_t *shape, const void *data, size_t nbytes, bool owned, bool stream) {
     char nb[96];
     if (!name) return cm_error(CM_ERR_ARG, "%s: tensor name must not be NULL", w->path);
     const char *shown = cm_json_show(name, nb, sizeof nb);
@@ -506,7 +509,7 @@ static cm_status writer_add(cm_safetensors_writer *w, const char *name, cm_dtype
         return cm_error(CM_ERR_ARG, "%s: tensor \"%s\": %zu bytes given but %s of %llu elements needs %llu",
                         w->path, shown, nbytes, cm_dtype_name(dtype), (unsigned long long)numel,
                         (unsigned long long)need);
-    if (nbytes && !data) return cm_error(CM_ERR_ARG, "%s: tensor \"%s\": NULL data", w->path, shown);
+    if (nbytes && !data && !stream) return cm_error(CM_ERR_ARG, "%s: tensor \"%s\": NULL data", w->path, shown);
     for (size_t i = 0; i < w->n; i++)
         if (strcmp(w->e[i].name, name) == 0)
             return cm_error(CM_ERR_ARG, "%s: tensor \"%s\" added twice", w->path, shown);
@@ -530,16 +533,88 @@ static cm_status writer_add(cm_safetensors_writer *w, const char *name, cm_dtype
     return CM_OK;
 }
 
+/* In a stream the last declared tensor must be complete before the next one starts. */
+static cm_status stream_check_complete(cm_safetensors_writer *w) {
+    if (w->n && w->written != w->e[w->n - 1].nbytes) {
+        char nb[96];
+        return cm_error(CM_ERR_ARG, "%s: tensor \"%s\": %zu of its %zu bytes were written", w->path,
+                        cm_json_show(w->e[w->n - 1].name, nb, sizeof nb), w->written, w->e[w->n - 1].nbytes);
+    }
+    return CM_OK;
+}
+
 cm_status cm_safetensors_writer_add(cm_safetensors_writer *w, const char *name, cm_dtype dtype, int ndim,
                                     const int64_t *shape, const void *data, size_t nbytes) {
-    return writer_add(w, name, dtype, ndim, shape, data, nbytes, false);
+    if (!w->reserve) return writer_add(w, name, dtype, ndim, shape, data, nbytes, false, false);
+    CM_TRY(stream_check_complete(w));
+    CM_TRY(writer_add(w, name, dtype, ndim, shape, NULL, nbytes, false, true));
+    w->written = 0;
+    return cm_safetensors_stream_write(w, data, nbytes);
+}
+
+cm_status cm_safetensors_stream_open(const char *path, size_t header_bytes, cm_safetensors_writer **out) {
+    header_bytes = (header_bytes + 7) / 8 * 8;
+    if (header_bytes < 16 || header_bytes > ST_MAX_HEADER)
+        return cm_error(CM_ERR_ARG, "%s: %zu bytes reserved for the header (16..%llu allowed)", path, header_bytes,
+                        (unsigned long long)ST_MAX_HEADER);
+    CM_TRY(cm_safetensors_writer_open(path, out));
+    cm_safetensors_writer *w = *out;
+    w->reserve = header_bytes;
+    /* the header's place, filled at commit */
+    char *blank = malloc(header_bytes);
+    cm_status st = blank ? CM_OK : cm_error(CM_ERR_NOMEM, "%s: out of memory", path);
+    if (blank) {
+        memset(blank, ' ', header_bytes);
+        st = cm_atomic_write(w->file, blank, header_bytes);
+        free(blank);
+    }
+    if (st != CM_OK) {
+        cm_safetensors_writer_abort(w);
+        *out = NULL;
+    }
+    return st;
+}
+
+cm_status cm_safetensors_stream_begin(cm_safetensors_writer *w, const char *name, cm_dtype dtype, int ndim,
+                                      const int64_t *shape) {
+    if (!w->reserve) return cm_error(CM_ERR_ARG, "%s: not a streaming writer", w->path);
+    CM_TRY(stream_check_complete(w));
+    /* the size follows from dtype x shape; writer_add checks it (and the shape) */
+    uint64_t numel = 1;
+    for (int d = 0; d < ndim && d < CM_MAX_DIMS; d++)
+        if (shape[d] < 0 || __builtin_mul_overflow(numel, (uint64_t)shape[d], &numel)) numel = UINT64_MAX;
+    uint64_t nbytes;
+    if (numel == UINT64_MAX || __builtin_mul_overflow(numel, (uint64_t)cm_dtype_block_bytes(dtype), &nbytes) ||
+        nbytes > SIZE_MAX)
+        nbytes = SIZE_MAX;
+    CM_TRY(writer_add(w, name, dtype, ndim, shape, NULL, (size_t)nbytes, false, true));
+    w->written = 0;
+    return CM_OK;
+}
+
+cm_status cm_safetensors_stream_write(cm_safetensors_writer *w, const void *data, size_t n) {
+    if (!w->reserve || !w->n) return cm_error(CM_ERR_ARG, "%s: no tensor to write into", w->path);
+    const st_entry *e = &w->e[w->n - 1];
+    if (n > e->nbytes - w->written) {
+        char nb[96];
+        return cm_error(CM_ERR_ARG, "%s: tensor \"%s\": %zu more bytes than its %zu", w->path,
+                        cm_json_show(e->name, nb, sizeof nb), n - (e->nbytes - w->written), e->nbytes);
+    }
+    CM_TRY(cm_atomic_write(w->file, data, n));
+    w->written += n;
+    return CM_OK;
 }
 
 /* Ownership passes to the writer even when the call fails (the buffer is then freed at once), so callers
  * never leak on an error path. */
 cm_status cm_safetensors_writer_add_owned(cm_safetensors_writer *w, const char *name, cm_dtype dtype,
                                           int ndim, const int64_t *shape, void *data, size_t nbytes) {
-    cm_status rc = writer_add(w, name, dtype, ndim, shape, data, nbytes, true);
+    if (w->reserve) {
+        cm_status rc = cm_safetensors_writer_add(w, name, dtype, ndim, shape, data, nbytes);
+        free(data);
+        return rc;
+    }
+    cm_status rc = writer_add(w, name, dtype, ndim, shape, data, nbytes, true, false);
     if (rc != CM_OK) free(data);
     return rc;
 }
@@ -599,10 +674,39 @@ static cm_status writer_header(cm_safetensors_writer *w, char **out) {
     return CM_OK;
 }
 
+/* A stream's header goes into the space reserved in front of the data, padded with spaces. */
+static cm_status stream_finish(cm_safetensors_writer *w, const char *json) {
+    CM_TRY(stream_check_complete(w));
+    size_t jlen = strlen(json);
+    if (jlen > w->reserve - 8)
+        return cm_error(CM_ERR_ARG, "%s: the header needs %zu bytes but only %zu were reserved", w->path, jlen,
+                        w->reserve - 8);
+    FILE *f = cm_atomic_stream(w->file);
+    if (fflush(f) != 0 || fseek(f, 0, SEEK_SET) != 0)
+        return cm_error(CM_ERR_IO, "%s: cannot seek back to the header", w->path);
+    uint8_t len8[8];
+    for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)(w->reserve - 8) >> (8 * i));
+    CM_TRY(cm_atomic_write(w->file, len8, 8));
+    return cm_atomic_write(w->file, json, jlen); /* the rest of the reserve already holds spaces */
+}
+
 cm_status cm_safetensors_writer_commit(cm_safetensors_writer *w) {
     char *json;
     cm_status rc = writer_header(w, &json);
     if (rc != CM_OK) {
+        cm_safetensors_writer_abort(w);
+        return rc;
+    }
+    if (w->reserve) {
+        rc = stream_finish(w, json);
+        free(json);
+        if (rc != CM_OK) {
+            cm_safetensors_writer_abort(w);
+            return rc;
+        }
+        cm_atomic_file *f = w->file;
+        w->file = NULL;
+        rc = cm_atomic_commit(f);
         cm_safetensors_writer_abort(w);
         return rc;
     }

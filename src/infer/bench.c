@@ -21,7 +21,7 @@ static uint64_t next_rand(uint64_t *s) {
     return *s * 0x2545F4914F6CDD1Dull;
 }
 
-static double weight_bytes(const cm_weight *w) { return (double)cm_row_bytes(w->dtype, (size_t)w->cols) * (double)w->rows; }
+static double weight_bytes(const cm_weight *w) { return (double)cm_weight_nbytes(w); }
 
 static void mean_sd(const double *seconds, int reps, int tokens, double *mean, double *sd) {
     double s = 0, s2 = 0;
@@ -88,6 +88,10 @@ cm_status cm_bench_run(const cm_model *m, const cm_bench_params *p, cm_bench_res
         }
     }
     r->weight_bytes = layer_bytes + weight_bytes(&m->output);
+    /* tg's steps read the keys and values of every position so far: (n_gen + 1) / 2 on average */
+    r->kv_bytes = p->n_gen > 0 ? (double)c->n_layers * 2.0 * c->n_kv_heads * c->head_dim * sizeof(float) *
+                                     (p->n_gen + 1) / 2.0
+                               : 0.0;
     double q_dim = (double)c->n_heads * c->head_dim, n = p->n_prompt;
     /* per token: 2 x weights; attention: QK^T and AV over the positions so far; the head for the last token */
     r->pp_flop = n * 2.0 * layer_params + c->n_layers * 4.0 * q_dim * n * (n + 1) / 2.0 +
@@ -100,7 +104,7 @@ cm_status cm_bench_run(const cm_model *m, const cm_bench_params *p, cm_bench_res
     }
     if (p->n_gen > 0) {
         mean_sd(r->tg_seconds, p->reps, p->n_gen, &r->tg_tps_mean, &r->tg_tps_sd);
-        r->tg_gb_per_s = r->weight_bytes * r->tg_tps_mean / 1e9;
+        r->tg_gb_per_s = (r->weight_bytes + r->kv_bytes) * r->tg_tps_mean / 1e9;
     }
     return CM_OK;
 }

@@ -6,6 +6,7 @@
 #include "camelid/file.h"
 #include "camelid/gguf.h"
 #include "camelid/kernels.h"
+#include "camelid/nf4.h"
 #include "camelid/safetensors.h"
 #include "model/model_internal.h"
 
@@ -202,8 +203,13 @@ static cm_status bind_tensor(cm_tensor_lookup lookup, void *ctx, const char *nam
     return CM_OK;
 }
 
-static cm_status bind_weight(cm_tensor_lookup lookup, void *ctx, const char *name, int64_t rows, int64_t cols,
-                             const char *what, cm_weight *w) {
+/* `nf4_ok`: the slot may hold a bitsandbytes 4-bit weight (every linear; not the token embedding, which is
+ * looked up row by row). */
+static cm_status bind_weight(cm_model *m, cm_tensor_lookup lookup, void *ctx, const char *name, int64_t rows,
+                             int64_t cols, bool nf4_ok, const char *what, cm_weight *w) {
+    bool nf4;
+    CM_TRY(cm_model_bind_nf4(m, lookup, ctx, name, rows, cols, nf4_ok, what, w, &nf4));
+    if (nf4) return CM_OK;
     const cm_tensor *t;
     CM_TRY(bind_tensor(lookup, ctx, name, rows, cols, what, &t));
     w->dtype = t->dtype;
@@ -216,6 +222,7 @@ static cm_status bind_weight(cm_tensor_lookup lookup, void *ctx, const char *nam
 /* Formats do not promise aligned tensor data (safetensors packs tensors back to back); kernels read whole
  * elements, so a misaligned weight gets an aligned private copy. */
 static cm_status align_weight(cm_model *m, cm_weight *w) {
+    if (w->dtype == CM_DTYPE_NF4) return CM_OK; /* bytes and a private f32 scale array: nothing to align */
     /* quantized blocks are read through their fp16 scale: 2-byte alignment */
     size_t align = cm_dtype_is_quant(w->dtype) ? 2 : cm_dtype_block_bytes(w->dtype);
     if ((uintptr_t)w->data % align == 0) return CM_OK;
@@ -242,26 +249,26 @@ cm_status cm_model_bind(cm_model *m, const cm_tensor_names *names, cm_tensor_loo
             kv_dim = (int64_t)c->n_kv_heads * c->head_dim;
     m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
     if (!m->layers) return cm_error(CM_ERR_NOMEM, "%s: out of memory", what);
-    CM_TRY(bind_weight(lookup, ctx, names->embd, c->vocab_size, dim, what, &m->tok_embd));
+    CM_TRY(bind_weight(m, lookup, ctx, names->embd, c->vocab_size, dim, false, what, &m->tok_embd));
     CM_TRY(bind_norm(m, lookup, ctx, names->norm, what, &m->out_norm));
     if (c->tie_embeddings) {
         m->output = m->tok_embd;
     } else {
-        CM_TRY(bind_weight(lookup, ctx, names->output, c->vocab_size, dim, what, &m->output));
+        CM_TRY(bind_weight(m, lookup, ctx, names->output, c->vocab_size, dim, true, what, &m->output));
     }
     char name[256];
 #define LAYER_NAME(fmt) (snprintf(name, sizeof name, fmt, l), name)
     for (int l = 0; l < c->n_layers; l++) {
         cm_layer *L = &m->layers[l];
         CM_TRY(bind_norm(m, lookup, ctx, LAYER_NAME(names->attn_norm), what, &L->attn_norm));
-        CM_TRY(bind_weight(lookup, ctx, LAYER_NAME(names->wq), q_dim, dim, what, &L->wq));
-        CM_TRY(bind_weight(lookup, ctx, LAYER_NAME(names->wk), kv_dim, dim, what, &L->wk));
-        CM_TRY(bind_weight(lookup, ctx, LAYER_NAME(names->wv), kv_dim, dim, what, &L->wv));
-        CM_TRY(bind_weight(lookup, ctx, LAYER_NAME(names->wo), dim, q_dim, what, &L->wo));
+        CM_TRY(bind_weight(m, lookup, ctx, LAYER_NAME(names->wq), q_dim, dim, true, what, &L->wq));
+        CM_TRY(bind_weight(m, lookup, ctx, LAYER_NAME(names->wk), kv_dim, dim, true, what, &L->wk));
+        CM_TRY(bind_weight(m, lookup, ctx, LAYER_NAME(names->wv), kv_dim, dim, true, what, &L->wv));
+        CM_TRY(bind_weight(m, lookup, ctx, LAYER_NAME(names->wo), dim, q_dim, true, what, &L->wo));
         CM_TRY(bind_norm(m, lookup, ctx, LAYER_NAME(names->ffn_norm), what, &L->ffn_norm));
-        CM_TRY(bind_weight(lookup, ctx, LAYER_NAME(names->w_gate), c->hidden_dim, dim, what, &L->w_gate));
-        CM_TRY(bind_weight(lookup, ctx, LAYER_NAME(names->w_up), c->hidden_dim, dim, what, &L->w_up));
-        CM_TRY(bind_weight(lookup, ctx, LAYER_NAME(names->w_down), dim, c->hidden_dim, what, &L->w_down));
+        CM_TRY(bind_weight(m, lookup, ctx, LAYER_NAME(names->w_gate), c->hidden_dim, dim, true, what, &L->w_gate));
+        CM_TRY(bind_weight(m, lookup, ctx, LAYER_NAME(names->w_up), c->hidden_dim, dim, true, what, &L->w_up));
+        CM_TRY(bind_weight(m, lookup, ctx, LAYER_NAME(names->w_down), dim, c->hidden_dim, true, what, &L->w_down));
         cm_weight *all[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
         for (size_t i = 0; i < sizeof all / sizeof *all; i++) CM_TRY(align_weight(m, all[i]));
     }
@@ -354,7 +361,21 @@ cm_status cm_model_tokenizer(const cm_model *m, const char *path, const cm_token
 
 static int visit_weight(cm_tensor_visitor visit, void *user, const char *name, const cm_weight *w) {
     int64_t shape[2] = {w->rows, w->cols};
-    return visit(user, name, cm_dtype_name(w->dtype), 2, shape, cm_row_bytes(w->dtype, (size_t)w->cols) * (size_t)w->rows);
+    return visit(user, name, cm_dtype_name(w->dtype), 2, shape, cm_weight_nbytes(w));
+}
+
+void cm_weight_row_to_f32(const cm_weight *w, int64_t r, float *dst) {
+    if (w->dtype == CM_DTYPE_NF4) {
+        cm_nf4_row_to_f32(w->data, r, dst);
+        return;
+    }
+    size_t row_bytes = cm_row_bytes(w->dtype, (size_t)w->cols);
+    cm_row_to_f32(w->dtype, (const char *)w->data + (size_t)r * row_bytes, dst, (size_t)w->cols);
+}
+
+size_t cm_weight_nbytes(const cm_weight *w) {
+    if (w->dtype == CM_DTYPE_NF4) return cm_nf4_weight_bytes(w->data);
+    return cm_row_bytes(w->dtype, (size_t)w->cols) * (size_t)w->rows;
 }
 
 static int visit_norm(cm_tensor_visitor visit, void *user, const char *name, int dim) {
@@ -409,10 +430,13 @@ void cm_model_visit_tensors(const cm_model *m, cm_tensor_visitor visit, void *us
 cm_status cm_model_export_weight(const cm_weight *w, cm_dtype dtype, int permute_heads, int head_dim,
                                  bool to_half, const void **data, void **owned, size_t *nbytes) {
     *owned = NULL;
+    if (dtype == CM_DTYPE_NF4)
+        return cm_error(CM_ERR_UNSUPPORTED, "NF4 weights are written only as bitsandbytes folders: use camelid "
+                                            "quantize --type nf4");
     if (dtype != w->dtype && !cm_dtype_is_float(dtype))
         return cm_error(CM_ERR_UNSUPPORTED, "converting %s weights to %s is quantization: use camelid quantize",
                         cm_dtype_name(w->dtype), cm_dtype_name(dtype));
-    size_t in_row = cm_row_bytes(w->dtype, (size_t)w->cols), out_row = cm_row_bytes(dtype, (size_t)w->cols);
+    size_t out_row = cm_row_bytes(dtype, (size_t)w->cols);
     *nbytes = out_row * (size_t)w->rows;
     if (dtype == w->dtype && permute_heads == 0) {
         *data = w->data;
@@ -429,7 +453,7 @@ cm_status cm_model_export_weight(const cm_weight *w, cm_dtype dtype, int permute
             return cm_error(CM_ERR_NOMEM, "out of memory");
         }
         for (int64_t r = 0; r < w->rows; r++) {
-            cm_row_to_f32(w->dtype, (const char *)w->data + (size_t)r * in_row, row, (size_t)w->cols);
+            cm_weight_row_to_f32(w, r, row);
             cm_convert_from_f32(dtype, row, (char *)conv + (size_t)r * out_row, (size_t)w->cols);
         }
         free(row);

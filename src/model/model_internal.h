@@ -21,6 +21,22 @@ typedef const cm_tensor *(*cm_tensor_lookup)(void *ctx, const char *name);
 cm_status cm_model_bind(cm_model *m, const cm_tensor_names *names, cm_tensor_lookup lookup, void *ctx,
                         const char *what);
 
+/* A bitsandbytes 4-bit linear (FACTS 4.3: `name` packed U8 plus `name.absmax`, `.quant_map`,
+ * `.nested_absmax`, `.nested_quant_map`, `.quant_state.bitsandbytes__nf4`), checked against [rows, cols] and
+ * bound as an NF4 weight whose scales are dequantized into a buffer kept by m (src/format/nf4_hf.c). *bound is
+ * false, and nothing is done, when `name` has no quantization state; a state where none may be (`nf4_ok`
+ * false), FP4, or any inconsistency is an error naming the tensor. */
+cm_status cm_model_bind_nf4(cm_model *m, cm_tensor_lookup lookup, void *ctx, const char *name, int64_t rows,
+                            int64_t cols, bool nf4_ok, const char *what, cm_weight *w, bool *bound);
+/* config.json's quantization_config, if any, must be bitsandbytes 4-bit NF4 (src/format/nf4_hf.c). */
+cm_status cm_nf4_check_config(const char *config_path);
+
+/* HF writing shared with the NF4 writer (src/format/hf_model.c): the config as config.json should state it
+ * (rotate-half RoPE, a GGUF's rope_freqs as llama3 scaling), and the tokenizer files for `tok`. */
+cm_status cm_hf_config_for_save(const cm_model *m, cm_config *out);
+cm_status cm_hf_write_tokenizer_files(const cm_model *m, const cm_tokenizer *tok, const char *dir);
+cm_status cm_hf_write_generation_config(const cm_model *m, const char *dir);
+
 /* Keep a memory map / parsed file alive as long as the model. */
 struct cm_mmap;
 struct cm_gguf;

@@ -43,7 +43,7 @@ done
     fail "HF folder in: $(cat "$TMP/err")"
 
 "$BIN" quantize "$MODEL" "$TMP/x.gguf" --type q5_0 2>"$TMP/err"
-[ $? -ne 0 ] && grep -q "must be q8_0 or q4_0" "$TMP/err" && pass "bad --type" || fail "bad --type"
+[ $? -ne 0 ] && grep -q "must be q8_0, q4_0 or nf4" "$TMP/err" && pass "bad --type" || fail "bad --type"
 "$BIN" quantize "$MODEL" "$TMP/x.gguf" 2>"$TMP/err"
 [ $? -ne 0 ] && grep -q "needs --type" "$TMP/err" && pass "missing --type" || fail "missing --type"
 finish

@@ -15,8 +15,12 @@
 
 #include "camelid/isa.h"
 #include "camelid/kernels.h"
+#include "camelid/llama.h"
+#include "camelid/model.h"
 #include "camelid/nf4.h"
+#include "camelid/nf4_hf.h"
 #include "camelid/pool.h"
+#include "camelid/safetensors.h"
 #include "check.h"
 
 static uint64_t rng = 0x243F6A8885A308D3ull;
@@ -315,10 +319,377 @@ static void test_matmul(void) {
     cm_pool_close(pool2);
 }
 
+/* ---------------------------------------------------------------- files */
+
+static void test_quant_state_json(void) {
+    static const struct {
+        uint32_t bits;
+        const char *repr;
+    } cases[] = {
+        {0x3c4a4587u, "0.012345678173005581"}, {0x3727c5acu, "9.999999747378752e-06"},
+        {0x4ceb79a3u, "123456792.0"},          {0x5a0e1bcau, "1.0000000272564224e+16"},
+        {0x3fc00000u, "1.5"},                  {0xb99d4952u, "-0.0003000000142492354"},
+        {0x38d1b717u, "9.999999747378752e-05"}, {0x38000000u, "3.0517578125e-05"},
+        {0x3eaaaaabu, "0.3333333432674408"},    {0x00000000u, "0.0"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        cm_nf4_quant_state qs = {64, {64, 172}, "float32", true, 256, 0.0f};
+        memcpy(&qs.nested_offset, &cases[i].bits, 4);
+        char *json;
+        CHECK_OK(cm_nf4_quant_state_json(&qs, &json));
+        char want[512];
+        snprintf(want, sizeof want,
+                 "{\"quant_type\": \"nf4\", \"blocksize\": 64, \"dtype\": \"float32\", \"shape\": [64, 172], "
+                 "\"nested_blocksize\": 256, \"nested_dtype\": \"float32\", \"nested_offset\": %s}",
+                 cases[i].repr);
+        if (strcmp(json, want)) fprintf(stderr, "quant state JSON:\n  %s\nexpected\n  %s\n", json, want);
+        CHECK(strcmp(json, want) == 0);
+        cm_nf4_quant_state back;
+        CHECK_OK(cm_nf4_quant_state_parse(json, strlen(json), "t", &back));
+        CHECK(back.nested && back.blocksize == 64 && back.shape[0] == 64 && back.shape[1] == 172 &&
+              memcmp(&back.nested_offset, &qs.nested_offset, 4) == 0 && !strcmp(back.dtype, "float32"));
+        free(json);
+    }
+    cm_nf4_quant_state plain = {64, {3, 5}, "bfloat16", false, 0, 0.0f}, back;
+    char *json;
+    CHECK_OK(cm_nf4_quant_state_json(&plain, &json));
+    CHECK(!strcmp(json, "{\"quant_type\": \"nf4\", \"blocksize\": 64, \"dtype\": \"bfloat16\", \"shape\": [3, 5]}"));
+    CHECK_OK(cm_nf4_quant_state_parse(json, strlen(json), "t", &back));
+    CHECK(!back.nested && !strcmp(back.dtype, "bfloat16"));
+    free(json);
+    static const struct {
+        const char *json, *needle;
+    } bad[] = {
+        {"", "not valid JSON"},
+        {"[1]", "must be a JSON object"},
+        {"{\"quant_type\": \"fp4\", \"blocksize\": 64, \"dtype\": \"float32\", \"shape\": [2, 2]}", "FP4"},
+        {"{\"quant_type\": \"nf5\", \"blocksize\": 64, \"dtype\": \"float32\", \"shape\": [2, 2]}", "expected \"nf4\""},
+        {"{\"quant_type\": \"nf4\", \"blocksize\": 48, \"dtype\": \"float32\", \"shape\": [2, 2]}", "blocksize"},
+        {"{\"quant_type\": \"nf4\", \"blocksize\": \"64\", \"dtype\": \"float32\", \"shape\": [2, 2]}", "integer"},
+        {"{\"quant_type\": \"nf4\", \"dtype\": \"float32\", \"shape\": [2, 2]}", "no \"blocksize\""},
+        {"{\"quant_type\": \"nf4\", \"blocksize\": 64, \"dtype\": \"int8\", \"shape\": [2, 2]}", "\"dtype\""},
+        {"{\"quant_type\": \"nf4\", \"blocksize\": 64, \"dtype\": \"float32\", \"shape\": [2]}", "shape"},
+        {"{\"quant_type\": \"nf4\", \"blocksize\": 64, \"dtype\": \"float32\", \"shape\": [2, -2]}", "shape"},
+        {"{\"quant_type\": \"nf4\", \"blocksize\": 64, \"dtype\": \"float32\", \"shape\": [2, 2], \"x\": 1}",
+         "unknown key"},
+        {"{\"quant_type\": \"nf4\", \"blocksize\": 64, \"dtype\": \"float32\", \"shape\": [2, 2], "
+         "\"nested_blocksize\": 256}",
+         "1 of the 3 nested"},
+        {"{\"quant_type\": \"nf4\", \"blocksize\": 64, \"dtype\": \"float32\", \"shape\": [2, 2], "
+         "\"nested_blocksize\": 256, \"nested_dtype\": \"float16\", \"nested_offset\": 0.1}",
+         "nested_dtype"},
+        {"{\"quant_type\": \"nf4\", \"blocksize\": 64, \"dtype\": \"float32\", \"shape\": [2, 2], "
+         "\"nested_blocksize\": 256, \"nested_dtype\": \"float32\", \"nested_offset\": 1e300}",
+         "finite"},
+        {"{\"quant_type\": \"nf4\", \"quant_type\": \"nf4\"}", "not valid JSON"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        CHECK_FAIL(cm_nf4_quant_state_parse(bad[i].json, strlen(bad[i].json), "W", &back), bad[i].needle);
+        CHECK(!strchr(cm_last_error(), '\n'));
+    }
+}
+
+static char *join(const char *dir, const char *name) {
+    char *p = malloc(strlen(dir) + strlen(name) + 2);
+    sprintf(p, "%s/%s", dir, name);
+    return p;
+}
+
+/* The same linears from two models: NF4 codes and scales byte for byte. */
+static int same_linears(const cm_model *a, const cm_model *b) {
+    int same = 1;
+    for (int l = 0; l < a->cfg.n_layers; l++) {
+        const cm_weight *wa[] = {&a->layers[l].wq, &a->layers[l].wk, &a->layers[l].wv, &a->layers[l].wo,
+                                 &a->layers[l].w_gate, &a->layers[l].w_up, &a->layers[l].w_down};
+        const cm_weight *wb[] = {&b->layers[l].wq, &b->layers[l].wk, &b->layers[l].wv, &b->layers[l].wo,
+                                 &b->layers[l].w_gate, &b->layers[l].w_up, &b->layers[l].w_down};
+        for (int i = 0; i < 7; i++) {
+            if (wa[i]->dtype != CM_DTYPE_NF4 || wb[i]->dtype != CM_DTYPE_NF4) return 0;
+            const cm_nf4_weight *x = wa[i]->data, *y = wb[i]->data;
+            size_t n = (size_t)x->rows * x->cols;
+            same &= x->rows == y->rows && x->cols == y->cols && memcmp(x->packed, y->packed, (n + 1) / 2) == 0 &&
+                    memcmp(x->absmax, y->absmax, cm_nf4_n_blocks(n, 64) * 4) == 0;
+        }
+    }
+    return same;
+}
+
+/* Mean log-likelihood per predicted token of `ids` (windows of the model's context, each from position 0), as
+ * test_quant measures Q8_0 and Q4_0. */
+static double mean_loglik(const cm_model *m, const int32_t *ids, int n) {
+    const int ctx = m->cfg.seq_len, V = m->cfg.vocab_size;
+    cm_state *s;
+    CHECK_OK(cm_state_open(m, ctx, ctx, 2, &s));
+    float *logits = malloc((size_t)ctx * V * sizeof(float));
+    double sum = 0;
+    long count = 0;
+    for (int w0 = 0; w0 < n; w0 += ctx) {
+        int len = n - w0 < ctx ? n - w0 : ctx;
+        CHECK_OK(cm_forward(m, s, ids + w0, len, 0, logits, true));
+        for (int t = 0; t + 1 < len; t++) {
+            const float *l = logits + (size_t)t * V;
+            double mx = l[0], z = 0;
+            for (int v = 1; v < V; v++) mx = fmax(mx, l[v]);
+            for (int v = 0; v < V; v++) z += exp(l[v] - mx);
+            sum += l[ids[w0 + t + 1]] - mx - log(z);
+            count++;
+        }
+    }
+    free(logits);
+    cm_state_close(s);
+    return sum / (double)count;
+}
+
+/* stories260K written as a bitsandbytes folder (from the .bin, its GGUF and an HF conversion) and read back:
+ * every linear's codes and scales equal the in-memory quantization of the (rotate-half) source weights; the
+ * file does not depend on the thread count; the 4,096-token log-likelihood moves by less than 10%. */
+static char *nf4_dir; /* kept for the malformed-file tests */
+
+static void test_folder(const char *tmp) {
+    const char *bin = cm_test_shared("models/stories260K/stories260K.bin");
+    const char *gguf = cm_test_shared("models/stories260K-gguf/stories260K.gguf");
+    cm_tokenizer *tok;
+    CHECK_OK(cm_tokenizer_open(cm_test_shared("models/stories260K/tok512.bin"), 512, &tok));
+    cm_model *src;
+    CHECK_OK(cm_model_open(bin, &src));
+    nf4_dir = join(tmp, "nf4");
+    char *nf4_1 = join(tmp, "nf4-t1"), *hf = join(tmp, "hf"), *nf4_hf = join(tmp, "nf4-from-hf"),
+         *nf4_gguf = join(tmp, "nf4-from-gguf"), *back = join(tmp, "back-f32");
+    cm_nf4_save_stats stats;
+    CHECK_OK(cm_model_save_nf4(src, tok, nf4_dir, true, 2, &stats));
+    CHECK(stats.n_nf4 == 35 && stats.n_16bit == 12 && stats.bytes > 0);
+    CHECK_OK(cm_model_save_nf4(src, tok, nf4_1, true, 1, NULL));
+    char *a = join(nf4_dir, "model.safetensors"), *b = join(nf4_1, "model.safetensors"), *da, *db;
+    size_t la, lb;
+    CHECK_OK(cm_read_file(a, 1 << 24, &da, &la));
+    CHECK_OK(cm_read_file(b, 1 << 24, &db, &lb));
+    CHECK(la == lb && memcmp(da, db, la) == 0);
+    free(da), free(db), free(a), free(b);
+
+    cm_model *q;
+    CHECK_OK(cm_model_open(nf4_dir, &q));
+    if (!q) return;
+    CHECK(q->tok_embd.dtype == CM_DTYPE_BF16 && q->layers[0].wq.dtype == CM_DTYPE_NF4 &&
+          q->layers[4].w_down.dtype == CM_DTYPE_NF4 && q->cfg.rope_layout == CM_ROPE_HALF);
+    /* each linear: the source rows (q/k in HF order) quantized in memory give the same bytes */
+    const cm_config *c = &src->cfg;
+    int same = 1;
+    for (int l = 0; l < c->n_layers; l++) {
+        const cm_weight *ws[] = {&src->layers[l].wq, &src->layers[l].wk, &src->layers[l].w_down};
+        const cm_weight *wq[] = {&q->layers[l].wq, &q->layers[l].wk, &q->layers[l].w_down};
+        const int heads[] = {c->n_heads, c->n_kv_heads, 0};
+        for (int i = 0; i < 3; i++) {
+            int64_t rows = ws[i]->rows, cols = ws[i]->cols, hd = c->head_dim;
+            float *dense = malloc((size_t)rows * cols * 4);
+            for (int64_t r = 0; r < rows; r++) {
+                int64_t src_row = r;
+                if (heads[i]) {
+                    int64_t h = r / hd, j = r % hd;
+                    src_row = h * hd + (j < hd / 2 ? 2 * j : 2 * (j - hd / 2) + 1);
+                }
+                cm_weight_row_to_f32(ws[i], src_row, dense + (size_t)r * cols);
+            }
+            cm_nf4_weight *mem;
+            CHECK_OK(cm_nf4_weight_quantize(dense, rows, cols, true, &mem));
+            const cm_nf4_weight *file = wq[i]->data;
+            size_t n = (size_t)rows * cols;
+            same &= memcmp(mem->packed, file->packed, (n + 1) / 2) == 0 &&
+                    memcmp(mem->absmax, file->absmax, cm_nf4_n_blocks(n, 64) * 4) == 0;
+            cm_nf4_weight_free(mem);
+            free(dense);
+        }
+    }
+    CHECK(same);
+    /* the same file from the GGUF and from an HF conversion (rotate-half: no permutation at quantization) */
+    cm_model *g, *h, *q2;
+    CHECK_OK(cm_model_open(gguf, &g));
+    CHECK_OK(cm_model_save_nf4(g, NULL, nf4_gguf, true, 2, NULL));
+    CHECK_OK(cm_model_save_hf(src, tok, hf, CM_DTYPE_COUNT));
+    CHECK_OK(cm_model_open(hf, &h));
+    CHECK_OK(cm_model_save_nf4(h, NULL, nf4_hf, true, 2, NULL));
+    CHECK_OK(cm_model_open(nf4_gguf, &q2));
+    CHECK(q2 && same_linears(q, q2));
+    cm_model_close(q2);
+    CHECK_OK(cm_model_open(nf4_hf, &q2));
+    CHECK(q2 && same_linears(q, q2));
+    /* the HF input's tokenizer files were copied byte for byte */
+    char *t1 = join(hf, "tokenizer_config.json"), *t2 = join(nf4_hf, "tokenizer_config.json"), *d1, *d2;
+    size_t l1, l2;
+    CHECK_OK(cm_read_file(t1, 1 << 20, &d1, &l1));
+    CHECK_OK(cm_read_file(t2, 1 << 20, &d2, &l2));
+    CHECK(l1 == l2 && !memcmp(d1, d2, l1));
+    CHECK(q2 && q2->tokenizer);
+    free(d1), free(d2), free(t1), free(t2);
+    cm_model_close(q2), cm_model_close(g), cm_model_close(h);
+    /* exported back to F32: the dequantized values */
+    CHECK_OK(cm_model_save_hf(q, NULL, back, CM_DTYPE_COUNT));
+    cm_model *f;
+    CHECK_OK(cm_model_open(back, &f));
+    if (f) {
+        float *r1 = malloc(172 * 4), *r2 = malloc(172 * 4);
+        cm_weight_row_to_f32(&q->layers[2].w_down, 33, r1);
+        cm_weight_row_to_f32(&f->layers[2].w_down, 33, r2);
+        CHECK(f->layers[2].w_down.dtype == CM_DTYPE_F32 && memcmp(r1, r2, 172 * 4) == 0);
+        free(r1), free(r2);
+        cm_model_close(f);
+    }
+
+    /* quality: the first 4,096 tokens of the TinyStories validation sample */
+    char *text;
+    size_t len;
+    CHECK_OK(cm_read_file(cm_test_shared("corpora/tinystories-valid-sample/tinystories_val.txt"), (size_t)1 << 26,
+                          &text, &len));
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    CHECK_OK(cm_tokenizer_encode(tok, text, len < 40000 ? len : 40000, true, false, &ids, &n_ids));
+    CHECK(n_ids >= 4096);
+    if (n_ids >= 4096) {
+        double base = mean_loglik(src, ids, 4096), nf4 = mean_loglik(q, ids, 4096);
+        printf("stories260K, 4096 tokens: mean log-likelihood F32 %.5f, NF4 %.5f (%+.2f%%, limit 10%%)\n", base, nf4,
+               100.0 * (nf4 - base) / fabs(base));
+        CHECK(fabs(nf4 - base) / fabs(base) < 0.10);
+    }
+    free(ids), free(text);
+    cm_model_close(q);
+    cm_model_close(src);
+    cm_tokenizer_close(tok);
+    free(nf4_1), free(hf), free(nf4_hf), free(nf4_gguf), free(back);
+}
+
+/* Copy the NF4 folder's model.safetensors into `dir` with tensor `target` dropped (data NULL, len 0), replaced
+ * (dtype/shape/data), or renamed; config.json copied (or replaced by `config`). */
+static void rewrite(const char *dir, const char *target, const char *rename, cm_dtype dt, int64_t n,
+                    const void *data, const char *config) {
+    cm_mkdir_p(dir);
+    char *src = join(nf4_dir, "model.safetensors"), *dst = join(dir, "model.safetensors");
+    cm_safetensors *st;
+    CHECK_OK(cm_safetensors_open(src, &st));
+    cm_safetensors_writer *w;
+    CHECK_OK(cm_safetensors_writer_open(dst, &w));
+    for (size_t i = 0; i < cm_safetensors_count(st); i++) {
+        const cm_tensor *t = cm_safetensors_get(st, i);
+        if (target && !strcmp(t->name, target)) {
+            if (rename) {
+                CHECK_OK(cm_safetensors_writer_add(w, rename, t->dtype, t->ndim, t->shape, t->data, t->nbytes));
+            } else if (data) {
+                int64_t shape[2] = {n, 1};
+                int nd = !strcmp(t->name + strlen(t->name) - 7, ".weight") && t->ndim == 2 ? 2 : 1;
+                CHECK_OK(cm_safetensors_writer_add(w, t->name, dt, nd, shape, data, (size_t)n * cm_dtype_block_bytes(dt)));
+            }
+            continue;
+        }
+        CHECK_OK(cm_safetensors_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data, t->nbytes));
+    }
+    CHECK_OK(cm_safetensors_writer_commit(w));
+    cm_safetensors_close(st);
+    char *cfg_src = join(nf4_dir, "config.json"), *cfg_dst = join(dir, "config.json"), *text;
+    size_t len;
+    CHECK_OK(cm_read_file(cfg_src, 1 << 20, &text, &len));
+    CHECK_OK(cm_write_file_atomic(cfg_dst, config ? config : text, config ? strlen(config) : len));
+    free(text), free(cfg_src), free(cfg_dst), free(src), free(dst);
+}
+
+static void expect_open_fails(const char *dir, const char *needle) {
+    cm_model *m = NULL;
+    CHECK_FAIL(cm_model_open(dir, &m), needle);
+    if (m) fprintf(stderr, "  (expected an error with \"%s\")\n", needle);
+    CHECK(!strchr(cm_last_error(), '\n'));
+    if (m) cm_model_close(m);
+}
+
+static void test_bad_folders(const char *tmp) {
+    if (!nf4_dir) return;
+    char *dir = join(tmp, "bad");
+    const char *W = "model.layers.1.mlp.down_proj.weight";
+    char name[256];
+#define NAME(suffix) (snprintf(name, sizeof name, "%s%s", W, suffix), name)
+#define QS(json) rewrite(dir, NAME(".quant_state.bitsandbytes__nf4"), NULL, CM_DTYPE_U8, (int64_t)strlen(json), json, NULL)
+    const char *qs_ok_head = "{\"quant_type\": \"nf4\", \"blocksize\": 64, \"dtype\": \"float32\", ";
+    char json[512];
+    QS("{not json");
+    expect_open_fails(dir, "quant state is not valid JSON");
+    snprintf(json, sizeof json, "%s\"shape\": [172, 64], \"nested_blocksize\": 256, \"nested_dtype\": \"float32\", "
+                                "\"nested_offset\": 0.5}", qs_ok_head);
+    QS(json);
+    expect_open_fails(dir, "quant state shape is [172, 64], expected [64, 172]");
+    snprintf(json, sizeof json, "%s\"shape\": [64, 172], \"nested_blocksize\": 256, \"nested_dtype\": \"float32\"}",
+             qs_ok_head);
+    QS(json);
+    expect_open_fails(dir, "nested fields");
+    snprintf(json, sizeof json,
+             "{\"quant_type\": \"nf4\", \"blocksize\": 128, \"dtype\": \"float32\", \"shape\": [64, 172], "
+             "\"nested_blocksize\": 256, \"nested_dtype\": \"float32\", \"nested_offset\": 0.5}");
+    QS(json);
+    expect_open_fails(dir, ".absmax\" has 1 dimension(s) and 172 values, expected [86]"); /* block count */
+    snprintf(json, sizeof json, "%s\"shape\": [64, 172]}", qs_ok_head);
+    QS(json);
+    expect_open_fails(dir, "no double quantization"); /* nested tensors present, state not nested */
+    uint8_t bytes[6000] = {0};
+    rewrite(dir, NAME(".absmax"), NULL, CM_DTYPE_U8, 171, bytes, NULL);
+    expect_open_fails(dir, "expected [172]");
+    rewrite(dir, NAME(".absmax"), NULL, CM_DTYPE_F32, 172, bytes, NULL);
+    expect_open_fails(dir, "has dtype F32, expected U8");
+    rewrite(dir, W, NULL, CM_DTYPE_U8, 5503, bytes, NULL);
+    expect_open_fails(dir, "packed 4-bit weight holds 5503 bytes");
+    rewrite(dir, NAME(".nested_absmax"), NULL, CM_DTYPE_U8, 0, NULL, NULL);
+    expect_open_fails(dir, "nested_absmax\" is missing");
+    rewrite(dir, NAME(".quant_map"), NULL, CM_DTYPE_F32, 16, bytes, NULL);
+    expect_open_fails(dir, "not the NF4 table");
+    float nan_scale = NAN;
+    rewrite(dir, NAME(".nested_absmax"), NULL, CM_DTYPE_F32, 1, &nan_scale, NULL);
+    expect_open_fails(dir, "non-finite");
+    rewrite(dir, NAME(".quant_state.bitsandbytes__nf4"), NULL, CM_DTYPE_U8, 0, NULL, NULL);
+    expect_open_fails(dir, ".absmax\" is present but");
+    char fp4[256];
+    snprintf(fp4, sizeof fp4, "%s.quant_state.bitsandbytes__fp4", W);
+    rewrite(dir, NAME(".quant_state.bitsandbytes__nf4"), fp4, 0, 0, NULL, NULL);
+    expect_open_fails(dir, "FP4");
+    rewrite(dir, "model.layers.0.self_attn.q_proj.weight.quant_state.bitsandbytes__nf4",
+            "model.embed_tokens.weight.quant_state.bitsandbytes__nf4", 0, 0, NULL, NULL);
+    expect_open_fails(dir, "\"model.embed_tokens.weight\" is 4-bit quantized");
+    /* config.json */
+    char *cfg_path = join(nf4_dir, "config.json"), *cfg;
+    size_t len;
+    CHECK_OK(cm_read_file(cfg_path, 1 << 20, &cfg, &len));
+    static const struct {
+        const char *from, *to, *needle;
+    } edits[] = {
+        {"\"quant_method\": \"bitsandbytes\"", "\"quant_method\": \"gptq\"", "quant_method \"gptq\" is not supported"},
+        {"\"bnb_4bit_quant_type\": \"nf4\"", "\"bnb_4bit_quant_type\": \"fp4\"", "fp4 is not supported"},
+        {"\"load_in_8bit\": false", "\"load_in_8bit\": true", "8-bit"},
+    };
+    for (size_t i = 0; i < sizeof edits / sizeof *edits; i++) {
+        char *at = strstr(cfg, edits[i].from);
+        CHECK(at != NULL);
+        if (!at) continue;
+        char edited[8192];
+        snprintf(edited, sizeof edited, "%.*s%s%s", (int)(at - cfg), cfg, edits[i].to, at + strlen(edits[i].from));
+        rewrite(dir, NULL, NULL, 0, 0, NULL, edited);
+        expect_open_fails(dir, edits[i].needle);
+    }
+    /* untouched, the rewritten folder opens */
+    rewrite(dir, NULL, NULL, 0, 0, NULL, NULL);
+    cm_model *m;
+    CHECK_OK(cm_model_open(dir, &m));
+    cm_model_close(m);
+    free(cfg), free(cfg_path), free(dir);
+#undef QS
+#undef NAME
+}
+
 int main(void) {
     test_tables();
     test_golden();
     test_round_trip();
     test_matmul();
+    test_quant_state_json();
+    char *tmp = cm_test_tmpdir();
+    test_folder(tmp);
+    test_bad_folders(tmp);
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
+    free(tmp);
+    free(nf4_dir);
     CHECK_DONE();
 }
