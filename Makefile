@@ -15,7 +15,7 @@ deps:
 
 deps-test:
 	@scripts/deps.sh test
-	@[ -f tests/serve/node_modules/openai/package.json ] || \
+	@[ -f tests/serve/node_modules/openai/package.json ] && [ -f tests/serve/node_modules/playwright-core/package.json ] || \
 		(cd tests/serve && npm ci --no-audit --no-fund --loglevel=error)
 
 build: deps

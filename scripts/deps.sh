@@ -10,6 +10,8 @@ if [ "${1:-build}" = test ]; then
     # the serve test drives the server with the official openai npm client (tests/serve, `npm ci`)
     command -v node >/dev/null || want+=(nodejs)
     command -v npm >/dev/null || want+=(npm)
+    # the web pages are tested in headless Chromium (driven by playwright-core from tests/serve)
+    want+=(chromium)
 fi
 missing=()
 for p in "${want[@]}"; do

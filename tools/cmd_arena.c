@@ -24,7 +24,8 @@ static const char *help =
     "leaderboard: ratings of arena votes as FastChat computes them: online Elo (K 4, in vote order),\n"
     "Bradley-Terry maximum likelihood (ties count half; ratings average 1000) and its 95% interval from\n"
     "bootstrap resamples with a fixed seed. Votes come from the database `camelid serve --db FILE` writes\n"
-    "(default camelid.db), or with --battles from a FastChat battle file instead: a JSON array or JSON Lines\n"
+    "(default camelid.db), or with --battles from a FastChat battle file instead: a JSON array or JSON "
+    "Lines\n"
     "of {\"model_a\", \"model_b\", \"winner\"} with winner model_a, model_b, tie or \"tie (bothbad)\".\n"
     "\n"
     "  --db FILE               the server's SQLite database (default camelid.db)\n"
@@ -34,10 +35,12 @@ static const char *help =
     "  --seed S                bootstrap seed (default 0)\n"
     "\n"
     "battle: both models answer every question of a question file (FastChat's question.jsonl with\n"
-    "\"turns\", the legacy {\"text\"} rows, or {\"prompt\"} rows; later turns see the earlier answers) through\n"
+    "\"turns\", the legacy {\"text\"} rows, or {\"prompt\"} rows; later turns see the earlier answers) "
+    "through\n"
     "their chat templates. Each question becomes one JSON line in FastChat's battle format, without a\n"
     "winner: {\"question_id\", \"model_a\", \"model_b\", \"turn\", \"conversation_a\", \"conversation_b\",\n"
-    "\"tstamp\"}; add \"winner\" (by hand or a judge) and `arena leaderboard --battles` rates it. The file is\n"
+    "\"tstamp\"}; add \"winner\" (by hand or a judge) and `arena leaderboard --battles` rates it. The file "
+    "is\n"
     "written atomically when all questions are done.\n"
     "\n"
     "  --prompts FILE          question file (JSON Lines)\n"
@@ -60,8 +63,8 @@ static void print_table(const cm_leaderboard *lb, const char *source) {
         int n = (int)strlen(lb->rows[i].model);
         if (n > w) w = n;
     }
-    printf("%4s  %-*s  %8s  %19s  %8s  %7s  %6s\n", "rank", w, "model", "bt", "95% interval", "elo", "battles",
-           "wins");
+    printf("%4s  %-*s  %8s  %19s  %8s  %7s  %6s\n", "rank", w, "model", "bt", "95% interval", "elo",
+           "battles", "wins");
     for (size_t i = 0; i < lb->n; i++) {
         const cm_leaderboard_row *r = &lb->rows[i];
         char ci[48];
@@ -77,10 +80,8 @@ static int leaderboard(int argc, char **argv) {
     int rounds = 100, threads = 1;
     uint64_t seed = 0;
     arg_spec specs[] = {
-        {"db", 0, ARG_STRING, &db, &db_given},
-        {"battles", 0, ARG_STRING, &battles_path, NULL},
-        {"json", 0, ARG_FLAG, &json, NULL},
-        {"rounds", 0, ARG_INT, &rounds, NULL},
+        {"db", 0, ARG_STRING, &db, &db_given}, {"battles", 0, ARG_STRING, &battles_path, NULL},
+        {"json", 0, ARG_FLAG, &json, NULL},    {"rounds", 0, ARG_INT, &rounds, NULL},
         {"seed", 0, ARG_U64, &seed, NULL},
     };
     const char *pos[1];
@@ -222,7 +223,8 @@ static int converse(contender *c, const cm_question *q, const char *system, int 
             if (st != CM_OK || reply.failed) {
                 free(reply.text);
                 free(ids);
-                cli_fail("%s: question %s: %s", c->name, q->id_json, st != CM_OK ? cm_last_error() : "out of memory");
+                cli_fail("%s: question %s: %s", c->name, q->id_json,
+                         st != CM_OK ? cm_last_error() : "out of memory");
                 goto out;
             }
             answer = trimmed(reply.text ? reply.text : "");
@@ -279,11 +281,16 @@ static int battle(int argc, char **argv) {
     sampling_opts so;
     sampling_opts_init(&so);
     arg_spec specs[10 + SAMPLING_OPTS_N_SPECS] = {
-        {"prompts", 0, ARG_STRING, &prompts, NULL},    {"out", 0, ARG_STRING, &out_path, NULL},
-        {"alias", 0, ARG_STRINGS, &aliases, NULL},     {"tokenizer", 0, ARG_STRING, &tok_path, NULL},
-        {"template", 0, ARG_STRING, &template_name, NULL}, {"system", 0, ARG_STRING, &system, NULL},
-        {"limit", 0, ARG_INT, &limit, NULL},           {"n-predict", 'n', ARG_INT, &n_predict, NULL},
-        {"ctx-size", 'c', ARG_INT, &ctx, NULL},        {"max-tokens", 0, ARG_INT, &n_predict, NULL},
+        {"prompts", 0, ARG_STRING, &prompts, NULL},
+        {"out", 0, ARG_STRING, &out_path, NULL},
+        {"alias", 0, ARG_STRINGS, &aliases, NULL},
+        {"tokenizer", 0, ARG_STRING, &tok_path, NULL},
+        {"template", 0, ARG_STRING, &template_name, NULL},
+        {"system", 0, ARG_STRING, &system, NULL},
+        {"limit", 0, ARG_INT, &limit, NULL},
+        {"n-predict", 'n', ARG_INT, &n_predict, NULL},
+        {"ctx-size", 'c', ARG_INT, &ctx, NULL},
+        {"max-tokens", 0, ARG_INT, &n_predict, NULL},
     };
     sampling_opts_specs(&so, specs + 10);
     const char *pos[3];
@@ -418,5 +425,6 @@ int cmd_arena(int argc, char **argv) {
     }
     if (!strcmp(argv[0], "leaderboard")) return leaderboard(argc - 1, argv + 1);
     if (!strcmp(argv[0], "battle")) return battle(argc - 1, argv + 1);
-    return cli_fail("unknown arena command \"%s\" (leaderboard or battle; see camelid arena --help)", argv[0]);
+    return cli_fail("unknown arena command \"%s\" (leaderboard or battle; see camelid arena --help)",
+                    argv[0]);
 }

@@ -5,11 +5,11 @@
  *   - 95% intervals: the 2.5 / 97.5 % quantiles (numpy's linear rule) of BT refits on 100 bootstrap
  *     resamples of the battles, drawn from a fixed seed, so a leaderboard is reproducible.
  * Separable data (a model that never loses, or a group that never scores against the rest) has no finite
- * MLE: FastChat's L-BFGS-B stops wherever its tolerance or iteration limit leaves it. camelid tests Ford's condition (the
- * digraph "won or tied against" is strongly connected) and, only when it fails, maximises the likelihood
- * times a Gaussian prior on r with precision `prior` (default 1e-3: a standard deviation of ~32 in r, about
- * 12,600 rating points), which keeps every rating finite. Data with a finite MLE gets the plain MLE, so
- * the prior moves no rating there at all. */
+ * MLE: FastChat's L-BFGS-B stops wherever its tolerance or iteration limit leaves it. camelid tests Ford's
+ * condition (the digraph "won or tied against" is strongly connected) and, only when it fails, maximises the
+ * likelihood times a Gaussian prior on r with precision `prior` (default 1e-3: a standard deviation of ~32 in
+ * r, about 12,600 rating points), which keeps every rating finite. Data with a finite MLE gets the plain MLE,
+ * so the prior moves no rating there at all. */
 #ifndef CAMELID_ELO_H
 #define CAMELID_ELO_H
 
@@ -63,13 +63,13 @@ cm_status cm_battles_parse(const char *text, size_t len, const char *name, cm_ba
 cm_status cm_battles_read(const char *path, cm_battles *out);
 
 typedef struct cm_rating_params {
-    double k;       /* online Elo step (4) */
-    double scale;   /* 400 */
-    double base;    /* 10 */
-    double init;    /* 1000 */
-    int rounds;     /* bootstrap rounds (100); 0 = no intervals (they equal the point) */
-    uint64_t seed;  /* bootstrap seed (0) */
-    double prior;   /* precision of the prior on r used for separable data (1e-3); 0 = none (an error then) */
+    double k;      /* online Elo step (4) */
+    double scale;  /* 400 */
+    double base;   /* 10 */
+    double init;   /* 1000 */
+    int rounds;    /* bootstrap rounds (100); 0 = no intervals (they equal the point) */
+    uint64_t seed; /* bootstrap seed (0) */
+    double prior;  /* precision of the prior on r used for separable data (1e-3); 0 = none (an error then) */
 } cm_rating_params;
 
 cm_rating_params cm_rating_defaults(void);
@@ -83,9 +83,9 @@ cm_status cm_bt_fit(const cm_battles *b, const cm_rating_params *p, double *rati
 
 typedef struct cm_leaderboard_row {
     char *model;
-    double elo;          /* online Elo */
-    double bt;           /* Bradley–Terry MLE on all battles */
-    double bt_lo, bt_hi; /* the bootstrap's 2.5 / 97.5 % quantiles, widened to hold bt if they miss it */
+    double elo;              /* online Elo */
+    double bt;               /* Bradley–Terry MLE on all battles */
+    double bt_lo, bt_hi;     /* the bootstrap's 2.5 / 97.5 % quantiles, widened to hold bt if they miss it */
     double boot_lo, boot_hi; /* the quantiles as computed */
     uint64_t battles, wins;
 } cm_leaderboard_row;

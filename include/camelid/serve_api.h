@@ -11,10 +11,10 @@
 #include "camelid/chat.h"
 
 typedef enum {
-    CM_API_CHAT = 0,   /* POST /v1/chat/completions */
-    CM_API_COMPLETION, /* POST /v1/completions */
-    CM_API_TOKENIZE,   /* POST /tokenize */
-    CM_API_DETOKENIZE, /* POST /detokenize */
+    CM_API_CHAT = 0,     /* POST /v1/chat/completions */
+    CM_API_COMPLETION,   /* POST /v1/completions */
+    CM_API_TOKENIZE,     /* POST /tokenize */
+    CM_API_DETOKENIZE,   /* POST /detokenize */
     CM_API_ARENA_BATTLE, /* POST /v1/arena/battles: {"prompt", "system"?, sampling fields, "stream"} */
     CM_API_ARENA_VOTE,   /* POST /v1/arena/battles/{id}/vote: {"winner": "a"|"b"|"tie"|"bothbad"} */
 } cm_api_kind;

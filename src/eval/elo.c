@@ -127,7 +127,7 @@ cm_status cm_battles_add(cm_battles *b, const char *model_a, const char *model_b
 /* One row (a JSON object's text) into `out`; messages are prefixed by the caller with file and line. */
 static cm_status parse_row(const char *text, size_t len, size_t *err_line, cm_battles *out) {
     json_error_t je;
-    json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
+    json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_ANY, &je);
     if (!o) {
         if (je.line > 1) *err_line += (size_t)je.line - 1;
         return cm_error(CM_ERR_FORMAT, "invalid JSON: %s", je.text);
@@ -260,8 +260,8 @@ cm_status cm_battles_read(const char *path, cm_battles *out) {
 /* ------------------------------------------------------------------------------------------ ratings */
 
 cm_rating_params cm_rating_defaults(void) {
-    return (cm_rating_params){.k = 4, .scale = 400, .base = 10, .init = 1000, .rounds = 100, .seed = 0,
-                              .prior = 1e-3};
+    return (cm_rating_params){
+        .k = 4, .scale = 400, .base = 10, .init = 1000, .rounds = 100, .seed = 0, .prior = 1e-3};
 }
 
 static double vote_score(cm_vote v) {

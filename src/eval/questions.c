@@ -23,7 +23,8 @@ void cm_questions_free(cm_questions *q) {
 
 /* A non-empty string without NUL, copied. */
 static cm_status take_string(json_t *v, const char *field, char **out) {
-    if (!json_is_string(v)) return cm_error(CM_ERR_FORMAT, "\"%s\" must be a string, got %s", field, cm_json_kind(v));
+    if (!json_is_string(v))
+        return cm_error(CM_ERR_FORMAT, "\"%s\" must be a string, got %s", field, cm_json_kind(v));
     if (strlen(json_string_value(v)) != json_string_length(v))
         return cm_error(CM_ERR_FORMAT, "\"%s\" holds a NUL character", field);
     if (json_string_length(v) == 0) return cm_error(CM_ERR_FORMAT, "\"%s\" is empty", field);
@@ -34,10 +35,12 @@ static cm_status take_string(json_t *v, const char *field, char **out) {
 static cm_status parse_row(json_t *o, size_t line, cm_question *q) {
     memset(q, 0, sizeof *q);
     q->line = line;
-    if (!json_is_object(o)) return cm_error(CM_ERR_FORMAT, "a question must be an object, got %s", cm_json_kind(o));
+    if (!json_is_object(o))
+        return cm_error(CM_ERR_FORMAT, "a question must be an object, got %s", cm_json_kind(o));
     json_t *id = json_object_get(o, "question_id");
     if (id && !json_is_integer(id) && !json_is_string(id))
-        return cm_error(CM_ERR_FORMAT, "\"question_id\" must be an integer or a string, got %s", cm_json_kind(id));
+        return cm_error(CM_ERR_FORMAT, "\"question_id\" must be an integer or a string, got %s",
+                        cm_json_kind(id));
     if (id) {
         q->id_json = json_dumps(id, JSON_ENCODE_ANY | JSON_COMPACT);
     } else {
@@ -52,7 +55,8 @@ static cm_status parse_row(json_t *o, size_t line, cm_question *q) {
            *prompt = json_object_get(o, "prompt");
     if (turns) {
         if (!json_is_array(turns))
-            return cm_error(CM_ERR_FORMAT, "\"turns\" must be an array of strings, got %s", cm_json_kind(turns));
+            return cm_error(CM_ERR_FORMAT, "\"turns\" must be an array of strings, got %s",
+                            cm_json_kind(turns));
         size_t n = json_array_size(turns);
         if (n == 0 || n > CM_QUESTION_MAX_TURNS)
             return cm_error(CM_ERR_FORMAT, "\"turns\" has %zu entries (1..%d)", n, CM_QUESTION_MAX_TURNS);
@@ -87,11 +91,13 @@ cm_status cm_questions_parse(const char *text, size_t len, const char *name, cm_
         while (k < end && (text[k] == ' ' || text[k] == '\t' || text[k] == '\r')) k++;
         if (k < end) {
             json_error_t je;
-            json_t *o = json_loadb(text + i, end - i, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
+            json_t *o =
+                json_loadb(text + i, end - i, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_ANY, &je);
             cm_status st;
             if (out->n == cap) {
                 size_t ncap = cap ? cap * 2 : 64, bytes;
-                cm_question *items = cm_mul_size(ncap, sizeof *items, &bytes) ? NULL : realloc(out->items, bytes);
+                cm_question *items =
+                    cm_mul_size(ncap, sizeof *items, &bytes) ? NULL : realloc(out->items, bytes);
                 if (!items) {
                     json_decref(o);
                     cm_questions_free(out);

@@ -236,7 +236,8 @@ static cm_status read_votes_locked(cm_arena *a, cm_battles *out) {
     cm_status st = CM_OK;
     int rc;
     while (st == CM_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-        const char *ma = (const char *)sqlite3_column_text(s, 1), *mb = (const char *)sqlite3_column_text(s, 2),
+        const char *ma = (const char *)sqlite3_column_text(s, 1),
+                   *mb = (const char *)sqlite3_column_text(s, 2),
                    *w = (const char *)sqlite3_column_text(s, 3);
         cm_vote v;
         if (!ma || !mb || !w || !cm_vote_parse(w, &v))

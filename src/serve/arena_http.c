@@ -87,8 +87,8 @@ static void duel_log(duel *d) {
     double total = srv_now() - d->t_start;
     char models[2 * 96];
     snprintf(models, sizeof models, "%s vs %s", d->sm[0]->id, d->sm[1]->id);
-    srv_log(d->s, "/v1/arena/battles %s %s %d prompt=%d/%d completion=%d/%d finish=%s/%s total=%.3fs%s", d->id,
-            models, d->status, d->n_prompt[0], d->n_prompt[1], d->n_generated[0], d->n_generated[1],
+    srv_log(d->s, "/v1/arena/battles %s %s %d prompt=%d/%d completion=%d/%d finish=%s/%s total=%.3fs%s",
+            d->id, models, d->status, d->n_prompt[0], d->n_prompt[1], d->n_generated[0], d->n_generated[1],
             d->finish[0] ? d->finish[0] : "-", d->finish[1] ? d->finish[1] : "-", total,
             d->stream ? " stream" : "");
     serve_db_row row = {.created = (double)time(NULL),

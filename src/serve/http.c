@@ -21,10 +21,18 @@
 #include "camelid/serve_sched.h"
 #include "serve/serve_internal.h"
 
-static const char *route_names[ROUTE_COUNT] = {
-    "/health",         "/metrics",  "/v1/models",  "/v1/chat/completions",
-    "/v1/completions", "/tokenize", "/detokenize", "/ (pages)",
-    "/v1/arena/battles", "/v1/arena/battles/{id}/vote", "/v1/arena/leaderboard", "other"};
+static const char *route_names[ROUTE_COUNT] = {"/health",
+                                               "/metrics",
+                                               "/v1/models",
+                                               "/v1/chat/completions",
+                                               "/v1/completions",
+                                               "/tokenize",
+                                               "/detokenize",
+                                               "/ (pages)",
+                                               "/v1/arena/battles",
+                                               "/v1/arena/battles/{id}/vote",
+                                               "/v1/arena/leaderboard",
+                                               "other"};
 static const int status_codes[N_CODES] = {200, 400, 401, 404, 405, 409, 413, 500, 503, 504};
 
 double srv_now(void) {
@@ -97,7 +105,7 @@ void srv_keep_alive(cm_server *s, struct MHD_Response *resp) {
 }
 
 enum MHD_Result srv_reply(cm_server *s, struct MHD_Connection *c, route_id r, int status,
-                             const char *content_type, char *body) {
+                          const char *content_type, char *body) {
     if (!body) {
         status = 500;
         content_type = "application/json";
@@ -119,13 +127,12 @@ enum MHD_Result srv_reply(cm_server *s, struct MHD_Connection *c, route_id r, in
     return ret;
 }
 
-enum MHD_Result srv_reply_error(cm_server *s, struct MHD_Connection *c, route_id r,
-                                   const cm_api_error *e) {
+enum MHD_Result srv_reply_error(cm_server *s, struct MHD_Connection *c, route_id r, const cm_api_error *e) {
     return srv_reply(s, c, r, e->status, "application/json", cm_api_error_json(e));
 }
 
 enum MHD_Result srv_reply_simple_error(cm_server *s, struct MHD_Connection *c, route_id r, int status,
-                                          const char *type, const char *code, const char *fmt, ...) {
+                                       const char *type, const char *code, const char *fmt, ...) {
     cm_api_error e;
     cm_api_error_set(&e, status, type, code, NULL, "%s", "");
     va_list ap;
@@ -170,7 +177,7 @@ static enum MHD_Result handle_models(cm_server *s, struct MHD_Connection *c) {
     const char *ids[MAX_MODELS];
     for (int i = 0; i < s->n_models; i++) ids[i] = s->models[i].id;
     return srv_reply(s, c, ROUTE_MODELS, 200, "application/json",
-                 cm_api_models_json(ids, (size_t)s->n_models, (long long)time(NULL)));
+                     cm_api_models_json(ids, (size_t)s->n_models, (long long)time(NULL)));
 }
 
 void srv_sb_printf(strbuf *b, const char *fmt, ...) {
@@ -223,13 +230,13 @@ static enum MHD_Result handle_metrics(cm_server *s, struct MHD_Connection *c) {
     memcpy(req, s->requests, sizeof req);
     pthread_mutex_unlock(&s->mu);
     srv_sb_printf(&b, "# HELP camelid_requests_total HTTP requests answered, by route and status.\n"
-                  "# TYPE camelid_requests_total counter\n");
+                      "# TYPE camelid_requests_total counter\n");
     for (int r = 0; r < ROUTE_COUNT; r++)
         for (int k = 0; k <= N_CODES; k++)
             if (req[r][k])
                 srv_sb_printf(&b, "camelid_requests_total{route=\"%s\",code=\"%s%d\"} %llu\n", route_names[r],
-                          k == N_CODES ? "other" : "", k == N_CODES ? 0 : status_codes[k],
-                          (unsigned long long)req[r][k]);
+                              k == N_CODES ? "other" : "", k == N_CODES ? 0 : status_codes[k],
+                              (unsigned long long)req[r][k]);
     static const struct {
         const char *name, *type, *help;
     } fams[] = {
@@ -246,7 +253,8 @@ static enum MHD_Result handle_metrics(cm_server *s, struct MHD_Connection *c) {
         {"camelid_decode_batch_max", "gauge", "The most sequences decoded together in one forward so far."},
     };
     for (size_t f = 0; f < sizeof fams / sizeof *fams; f++) {
-        srv_sb_printf(&b, "# HELP %s %s\n# TYPE %s %s\n", fams[f].name, fams[f].help, fams[f].name, fams[f].type);
+        srv_sb_printf(&b, "# HELP %s %s\n# TYPE %s %s\n", fams[f].name, fams[f].help, fams[f].name,
+                      fams[f].type);
         for (int i = 0; i < s->n_models; i++) {
             cm_sched_stats st = {0};
             if (s->models[i].sched) cm_sched_get_stats(s->models[i].sched, &st);
@@ -393,9 +401,9 @@ const char *srv_finish_name(cm_finish f) {
 
 static void gen_log(gen_ctx *g, bool stream) {
     double total = srv_now() - g->t_start, ttft = g->job ? cm_job_ttft(g->job) : -1;
-    srv_log(g->s, "%s %s %d prompt=%d completion=%d finish=%s ttft=%.3fs total=%.3fs%s", route_names[g->route],
-          g->sm->id, g->status, g->n_prompt, g->n_generated, g->finish ? g->finish : "-", ttft, total,
-          stream ? " stream" : "");
+    srv_log(g->s, "%s %s %d prompt=%d completion=%d finish=%s ttft=%.3fs total=%.3fs%s",
+            route_names[g->route], g->sm->id, g->status, g->n_prompt, g->n_generated,
+            g->finish ? g->finish : "-", ttft, total, stream ? " stream" : "");
     serve_db_row row = {.created = (double)time(NULL),
                         .route = route_names[g->route],
                         .model = g->sm->id,
@@ -504,7 +512,7 @@ static void stream_free(void *cls) {
 /* Tokens of the request's prompt: the chat rendered through the model's template, or the completion's
  * text encoded as `camelid generate` encodes a prompt (BOS first when the tokenizer adds one). */
 bool srv_build_prompt(served_model *sm, const cm_api_request *req, int32_t **ids, size_t *n,
-                         cm_api_error *err) {
+                      cm_api_error *err) {
     *ids = NULL;
     *n = 0;
     if (req->kind == CM_API_CHAT || req->kind == CM_API_ARENA_BATTLE) {
@@ -703,8 +711,8 @@ static enum MHD_Result handle_generate(cm_server *s, struct MHD_Connection *c, r
             cm_job_cancel(job);
             g->status = 504;
             ret = srv_reply_simple_error(s, c, r, 504, "timeout_error", NULL,
-                                     "the request took longer than the server's --timeout of %d s",
-                                     s->p.timeout);
+                                         "the request took longer than the server's --timeout of %d s",
+                                         s->p.timeout);
             break;
         }
         if (u.text) srv_sb_append(&text, u.text, u.len);
@@ -716,15 +724,15 @@ static enum MHD_Result handle_generate(cm_server *s, struct MHD_Connection *c, r
         if (!g->finish || text.failed) {
             g->status = u.finish == CM_FINISH_CANCELLED ? 503 : 500;
             ret = srv_reply_simple_error(s, c, r, g->status, "server_error", NULL, "%s",
-                                     text.failed  ? "out of memory"
-                                     : u.error[0] ? u.error
-                                                  : "the request was cancelled");
+                                         text.failed  ? "out of memory"
+                                         : u.error[0] ? u.error
+                                                      : "the request was cancelled");
             break;
         }
         cm_api_usage usage = {u.n_prompt, u.n_generated};
         ret = srv_reply(s, c, r, 200, "application/json",
-                    cm_api_response_json(kind, g->id, g->created, sm->id, text.buf ? text.buf : "", text.len,
-                                         g->finish, &usage));
+                        cm_api_response_json(kind, g->id, g->created, sm->id, text.buf ? text.buf : "",
+                                             text.len, g->finish, &usage));
         break;
     }
     gen_log(g, false);
@@ -743,12 +751,18 @@ static route_id match_route(const char *url, bool *post_route, conn_ctx *cc) {
         route_id r;
         bool post;
     } table[] = {
-        {"/health", ROUTE_HEALTH, false},          {"/v1/health", ROUTE_HEALTH, false},
-        {"/metrics", ROUTE_METRICS, false},        {"/v1/models", ROUTE_MODELS, false},
-        {"/models", ROUTE_MODELS, false},          {"/v1/chat/completions", ROUTE_CHAT, true},
-        {"/chat/completions", ROUTE_CHAT, true},   {"/v1/completions", ROUTE_COMPLETIONS, true},
-        {"/completions", ROUTE_COMPLETIONS, true}, {"/tokenize", ROUTE_TOKENIZE, true},
-        {"/detokenize", ROUTE_DETOKENIZE, true},   {"/v1/arena/battles", ROUTE_ARENA_BATTLES, true},
+        {"/health", ROUTE_HEALTH, false},
+        {"/v1/health", ROUTE_HEALTH, false},
+        {"/metrics", ROUTE_METRICS, false},
+        {"/v1/models", ROUTE_MODELS, false},
+        {"/models", ROUTE_MODELS, false},
+        {"/v1/chat/completions", ROUTE_CHAT, true},
+        {"/chat/completions", ROUTE_CHAT, true},
+        {"/v1/completions", ROUTE_COMPLETIONS, true},
+        {"/completions", ROUTE_COMPLETIONS, true},
+        {"/tokenize", ROUTE_TOKENIZE, true},
+        {"/detokenize", ROUTE_DETOKENIZE, true},
+        {"/v1/arena/battles", ROUTE_ARENA_BATTLES, true},
         {"/v1/arena/leaderboard", ROUTE_ARENA_LEADERBOARD, false},
     };
     for (size_t i = 0; i < sizeof table / sizeof *table; i++) {
@@ -803,11 +817,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         route_id r = cc->route;
         if (r == ROUTE_OTHER)
             return srv_reply_simple_error(s, c, r, 404, "invalid_request_error", "not_found",
-                                      "Unknown request URL: %s %.200s", method, url);
+                                          "Unknown request URL: %s %.200s", method, url);
         if (post_route != cc->post && !(!post_route && !strcmp(method, "HEAD")))
             return srv_reply_simple_error(s, c, r, 405, "invalid_request_error", "method_not_allowed",
-                                      "%s %s is not allowed; use %s", method, url,
-                                      post_route ? "POST" : "GET");
+                                          "%s %s is not allowed; use %s", method, url,
+                                          post_route ? "POST" : "GET");
         /* pages are public (a browser cannot send the key when it navigates); their scripts send it */
         if (r != ROUTE_HEALTH && r != ROUTE_PAGE && !authorized(s, c))
             return srv_reply_simple_error(
@@ -821,8 +835,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                 unsigned long long n = strtoull(cl, &end, 10);
                 if (errno || end == cl || n > s->p.max_body)
                     return srv_reply_simple_error(s, c, r, 413, "invalid_request_error", "request_too_large",
-                                              "The request body is %s bytes; the limit is %zu", cl,
-                                              s->p.max_body);
+                                                  "The request body is %s bytes; the limit is %zu", cl,
+                                                  s->p.max_body);
             }
             return MHD_YES; /* read the body */
         }
@@ -853,7 +867,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (r == ROUTE_PAGE) return srv_page(s, c, cc->page);
     if (st != 1)
         return srv_reply_simple_error(s, c, r, 503, "server_error", NULL, "%s",
-                                  st == 0 ? "Loading model" : SHUTDOWN_MESSAGE);
+                                      st == 0 ? "Loading model" : SHUTDOWN_MESSAGE);
     switch (r) {
     case ROUTE_METRICS:
         return handle_metrics(s, c);

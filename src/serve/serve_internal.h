@@ -119,7 +119,8 @@ int srv_connection_fd(struct MHD_Connection *c);
 /* The served model called `id` (the first when id is NULL), or NULL with a 404 model_not_found in err. */
 served_model *srv_find_model(cm_server *s, const char *id, cm_api_error *err);
 /* The request's prompt tokens: chat messages through the model's template, or a completion's prompt. */
-bool srv_build_prompt(served_model *sm, const cm_api_request *req, int32_t **ids, size_t *n, cm_api_error *err);
+bool srv_build_prompt(served_model *sm, const cm_api_request *req, int32_t **ids, size_t *n,
+                      cm_api_error *err);
 /* "stop", "length", or NULL for a job that did not finish normally. */
 const char *srv_finish_name(cm_finish f);
 /* Sampling for a request: llama.cpp's server defaults overridden by its fields; without a seed, one

@@ -1,6 +1,7 @@
 /* The server's web pages: GET / (chat), /arena, /leaderboard and their scripts and style under /static/,
- * served from the files of src/serve/web, embedded into the binary at build time (scripts/embed_web.cmake writes
- * serve_assets[]). Nothing is fetched from elsewhere, so the pages work offline; the CSP says so too. */
+ * served from the files of src/serve/web, embedded into the binary at build time (scripts/embed_web.cmake
+ * writes serve_assets[]). Nothing is fetched from elsewhere, so the pages work offline; the CSP says so too.
+ */
 #include <stdio.h>
 #include <string.h>
 
@@ -15,8 +16,11 @@ static const serve_asset *find_asset(const char *name) {
 bool srv_page_for_path(const char *url, char *name, size_t cap) {
     static const struct {
         const char *path, *asset;
-    } pages[] = {{"/", "index.html"}, {"/index.html", "index.html"}, {"/chat", "index.html"},
-                 {"/arena", "arena.html"}, {"/leaderboard", "leaderboard.html"}};
+    } pages[] = {{"/", "index.html"},
+                 {"/index.html", "index.html"},
+                 {"/chat", "index.html"},
+                 {"/arena", "arena.html"},
+                 {"/leaderboard", "leaderboard.html"}};
     name[0] = 0;
     for (size_t i = 0; i < sizeof pages / sizeof *pages; i++) {
         if (!strcmp(url, pages[i].path)) {

@@ -85,8 +85,8 @@ static void test_golden(void) {
     }
     printf("golden: Elo exact; BT max |camelid - scipy| = %.3g points; the prior moves ratings by %.3g\n",
            max_bt, max_prior);
-    CHECK(max_bt < 1e-3);     /* both are converged MLEs */
-    CHECK(max_prior < 0.01);  /* documented in elo.h: the prior is negligible on non-separable data */
+    CHECK(max_bt < 1e-3);    /* both are converged MLEs */
+    CHECK(max_prior < 0.01); /* documented in elo.h: the prior is negligible on non-separable data */
     CHECK_NEAR(mean, 1000.0, 1e-6);
 
     cm_leaderboard lb;
