@@ -23,6 +23,7 @@ build: deps
 	@cmake --build $(BUILD) -j $(JOBS)
 
 demo: build
+	@scripts/deps.sh demo
 	@scripts/demo.sh $(BUILD)/bin/camelid
 
 # The whole suite: release build + ctest, the same tests under ASan/UBSan, then every fuzz target for a

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages camelid needs to build and test, only those missing.
-# Usage: scripts/deps.sh [build|test]
+# Usage: scripts/deps.sh [build|test|demo]
 set -euo pipefail
 want=(build-essential cmake pkg-config libjansson-dev libpcre2-dev libsqlite3-dev libmicrohttpd-dev libopenblas-dev)
+# make demo trains on the fortune-cookie texts of Debian's fortunes package
+[ "${1:-build}" = demo ] && want+=(fortunes)
 if [ "${1:-build}" = test ]; then
     # clang + compiler-rt give libFuzzer and the sanitizer runtimes for the fuzz targets; the CLI tests use python3
     # to build malformed files
