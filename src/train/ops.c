@@ -174,6 +174,7 @@ typedef struct {
     const float *q, *k, *v, *dout, *probs_in;
     const int32_t *seg_start;
     cm_attn_shape s;
+    cm_vec_ops ops;
     float *scratch; /* per thread [T, T] */
 } attn_job;
 
@@ -196,12 +197,7 @@ static void attn_fwd_worker(void *arg, int thread, int n_threads) {
             int start = j->seg_start ? j->seg_start[(size_t)b * T + i] : 0;
             for (int t = 0; t < start; t++) p[t] = 0.0f;
             for (int t = i + 1; t < T; t++) p[t] = 0.0f;
-            float mx = p[start];
-            for (int t = start + 1; t <= i; t++) mx = p[t] > mx ? p[t] : mx;
-            float sum = 0.0f;
-            for (int t = start; t <= i; t++) sum += p[t] = expf(p[t] - mx);
-            float inv = 1.0f / sum;
-            for (int t = start; t <= i; t++) p[t] *= inv;
+            j->ops.softmax(p + start, i - start + 1);
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, v, KD, 0.0f,
                     j->out + (size_t)b * T * QD + (size_t)h * hd, QD);
@@ -219,6 +215,7 @@ static void attn_run(cm_pool *pool, cm_pool_fn fn, attn_job *j) {
 void cm_attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
                           const int32_t *seg_start, cm_attn_shape s, cm_pool *pool) {
     attn_job j = {.out = out, .probs = probs, .q = q, .k = k, .v = v, .seg_start = seg_start, .s = s};
+    cm_vec_ops_get(&j.ops);
     attn_run(pool, attn_fwd_worker, &j);
 }
 
@@ -283,20 +280,25 @@ typedef struct {
     float *h, *dgate, *dup;
     const float *gate, *up, *dh;
     size_t n;
+    cm_vec_ops ops;
 } swiglu_job;
 
 static void swiglu_fwd_worker(void *arg, int thread, int n_threads) {
     swiglu_job *j = arg;
     size_t chunk = (j->n + n_threads - 1) / n_threads, i0 = chunk * thread, i1 = i0 + chunk;
     if (i1 > j->n) i1 = j->n;
-    for (size_t i = i0; i < i1; i++) {
-        float g = j->gate[i];
-        j->h[i] = g / (1.0f + expf(-g)) * j->up[i];
+    if (i1 <= i0) return;
+    /* h = gate, then the vectorized silu(h) * up in place, in int-sized pieces */
+    memcpy(j->h + i0, j->gate + i0, (i1 - i0) * sizeof(float));
+    for (size_t i = i0; i < i1; i += 1 << 20) {
+        size_t len = i1 - i < (1u << 20) ? i1 - i : (1u << 20);
+        j->ops.swiglu(j->h + i, j->up + i, (int)len);
     }
 }
 
 void cm_swiglu_forward(float *h, const float *gate, const float *up, size_t n, cm_pool *pool) {
     swiglu_job j = {.h = h, .gate = gate, .up = up, .n = n};
+    cm_vec_ops_get(&j.ops);
     cm_pool_run(pool, swiglu_fwd_worker, &j);
 }
 
@@ -318,14 +320,19 @@ void cm_swiglu_backward(float *dgate, float *dup, const float *dh, const float *
     cm_pool_run(pool, swiglu_bwd_worker, &j);
 }
 
-/* ---- cross-entropy ---- */
+/* ---- cross-entropy ----
+ * The vectorized softmax of the active ISA does the exponentials (a V-wide row per token, V = 32000 for
+ * Llama 2: scalar expf here would cost as much as a layer's matrix products). The forward takes
+ * -log softmax(z)[y] from a copy of the row; a probability that underflows falls back to log-sum-exp in
+ * double. The backward makes the row its softmax in place. */
 
 typedef struct {
-    float *logits, *lse;
-    const float *logits_in, *lse_in;
+    float *logits, *lse, *scratch;
+    const float *logits_in;
     const int32_t *targets;
     int n, V;
     float dloss;
+    cm_vec_ops ops;
     double loss[64];
     int counted[64];
 } ce_job;
@@ -334,20 +341,31 @@ static void ce_fwd_worker(void *arg, int thread, int n_threads) {
     ce_job *j = arg;
     int t0, t1;
     cm_split_range(j->n, n_threads, thread, &t0, &t1);
+    float *p = j->scratch + (size_t)thread * j->V;
     double loss = 0;
     int counted = 0;
     for (int t = t0; t < t1; t++) {
         const float *z = j->logits_in + (size_t)t * j->V;
-        float mx = z[0];
-        for (int i = 1; i < j->V; i++) mx = z[i] > mx ? z[i] : mx;
-        double sum = 0;
-        for (int i = 0; i < j->V; i++) sum += expf(z[i] - mx);
-        float lse = mx + (float)log(sum);
-        j->lse[t] = lse;
-        if (j->targets[t] >= 0) {
-            loss += (double)lse - z[j->targets[t]];
-            counted++;
+        int y = j->targets[t];
+        if (y < 0) {
+            j->lse[t] = 0.0f;
+            continue;
         }
+        memcpy(p, z, (size_t)j->V * sizeof(float));
+        j->ops.softmax(p, j->V);
+        double nll;
+        if (p[y] > 1e-30f) {
+            nll = -log((double)p[y]);
+        } else { /* the target's probability underflowed: exact log-sum-exp */
+            float mx = z[0];
+            for (int i = 1; i < j->V; i++) mx = z[i] > mx ? z[i] : mx;
+            double sum = 0;
+            for (int i = 0; i < j->V; i++) sum += exp((double)z[i] - mx);
+            nll = mx + log(sum) - z[y];
+        }
+        j->lse[t] = (float)(nll + z[y]);
+        loss += nll;
+        counted++;
     }
     j->loss[thread] = loss;
     j->counted[thread] = counted;
@@ -355,15 +373,37 @@ static void ce_fwd_worker(void *arg, int thread, int n_threads) {
 
 double cm_cross_entropy_forward(float *lse, const float *logits, const int32_t *targets, int n, int V,
                                 int *n_counted, cm_pool *pool) {
-    ce_job j = {.lse = lse, .logits_in = logits, .targets = targets, .n = n, .V = V};
     if (cm_pool_size(pool) > 64) pool = NULL;
-    cm_pool_run(pool, ce_fwd_worker, &j);
+    float *scratch = malloc((size_t)cm_pool_size(pool) * V * sizeof(float));
+    if (!scratch) {
+        pool = NULL;
+        scratch = malloc((size_t)V * sizeof(float));
+    }
+    ce_job j = {.lse = lse, .scratch = scratch, .logits_in = logits, .targets = targets, .n = n, .V = V};
+    cm_vec_ops_get(&j.ops);
+    if (!scratch) j.ops.softmax = NULL;
     double loss = 0;
     int counted = 0;
-    for (int p = 0; p < cm_pool_size(pool); p++) {
-        loss += j.loss[p];
-        counted += j.counted[p];
+    if (scratch) {
+        cm_pool_run(pool, ce_fwd_worker, &j);
+        for (int p = 0; p < cm_pool_size(pool); p++) {
+            loss += j.loss[p];
+            counted += j.counted[p];
+        }
+    } else { /* no memory even for one row: the plain double loop */
+        for (int t = 0; t < n; t++) {
+            const float *z = logits + (size_t)t * V;
+            if (targets[t] < 0) continue;
+            float mx = z[0];
+            for (int i = 1; i < V; i++) mx = z[i] > mx ? z[i] : mx;
+            double sum = 0;
+            for (int i = 0; i < V; i++) sum += exp((double)z[i] - mx);
+            lse[t] = (float)(mx + log(sum));
+            loss += mx + log(sum) - z[targets[t]];
+            counted++;
+        }
     }
+    free(scratch);
     *n_counted = counted;
     return loss;
 }
@@ -379,14 +419,16 @@ static void ce_bwd_worker(void *arg, int thread, int n_threads) {
             memset(z, 0, (size_t)j->V * sizeof(float));
             continue;
         }
-        float lse = j->lse_in[t];
-        for (int i = 0; i < j->V; i++) z[i] = expf(z[i] - lse) * j->dloss;
+        j->ops.softmax(z, j->V);
+        for (int i = 0; i < j->V; i++) z[i] *= j->dloss;
         z[y] -= j->dloss;
     }
 }
 
 void cm_cross_entropy_backward(float *logits, const float *lse, const int32_t *targets, int n, int V, float dloss,
                                cm_pool *pool) {
-    ce_job j = {.logits = logits, .lse_in = lse, .targets = targets, .n = n, .V = V, .dloss = dloss};
+    (void)lse; /* the softmax is recomputed from the logits, in place */
+    ce_job j = {.logits = logits, .targets = targets, .n = n, .V = V, .dloss = dloss};
+    cm_vec_ops_get(&j.ops);
     cm_pool_run(pool, ce_bwd_worker, &j);
 }
