@@ -149,8 +149,10 @@ int cmd_train_tokenizer(int argc, char **argv) {
     }
     int n_tok = cm_bpe_trainer_vocab_size(t), n_merges = cm_bpe_trainer_n_merges(t);
     if (n_tok < vocab)
-        fprintf(stderr, "camelid: note: no pair was left to merge: the vocabulary has %d tokens, not %d\n", n_tok,
-                vocab);
+        fprintf(stderr,
+                "camelid: note: no pair was left to merge (tokens are at most %d bytes): the vocabulary has %d "
+                "tokens, not %d\n",
+                CM_BPE_TRAIN_MAX_TOKEN_BYTES, n_tok, vocab);
     fprintf(stderr, "camelid: wrote %s: %d tokens (%d special, 256 bytes, %d merges) in %.2f s", path, n_tok,
             specials.n, n_merges, t2 - t1);
     if (bos_i >= 0) fprintf(stderr, "; BOS %s = %d, EOS %s = %d", specials.items[bos_i], bos_i,

@@ -36,6 +36,11 @@ printf 'Hello world' | "$BIN" tokenize --tokenizer "$TOK" >"$TMP/pieces"
     --out "$TMP/tok2/" 2>"$TMP/err" && grep -q "BOS <s> = 0, EOS </s> = 1" "$TMP/err" &&
     grep -q '"eos_token": "</s>"' "$TMP/tok2/tokenizer_config.json" && pass "--eos, folder --out" ||
     fail "--eos, folder --out: $(cat "$TMP/err")"
+# JSONL input: one document per line
+head -n 40 "$SHARED/data/corpora/llamafactory-pretrain-demo/c4_demo.jsonl" >"$TMP/c4.jsonl"
+"$BIN" train-tokenizer --vocab-size 400 --special '<|endoftext|>' "$TMP/c4.jsonl" --out "$TMP/tok3/" 2>"$TMP/err" &&
+    grep -q "in 40 document(s) from 1 file(s)" "$TMP/err" && pass "train-tokenizer on JSONL" ||
+    fail "train-tokenizer on JSONL: $(cat "$TMP/err")"
 # errors: one line naming the problem, exit 1
 err_case() { # COMMAND NAME EXPECTED-TEXT ARGS...
     local cmd=$1 name=$2 want=$3
@@ -57,7 +62,6 @@ err_case train-tokenizer "missing input" "$TMP/nope.txt: cannot open" --vocab-si
 # --- tokenize-corpus: three documents separated by <|endoftext|> lines, and a JSONL file
 printf 'First story.\n<|endoftext|>\nSecond one, with\n\ntwo paragraphs.\n<|endoftext|>\nThird!' >"$TMP/docs.txt"
 head -c 60000 "$SHARED/data/corpora/tinystories-valid-sample/tinystories_val.txt" >"$TMP/stories.txt"
-head -n 40 "$SHARED/data/corpora/llamafactory-pretrain-demo/c4_demo.jsonl" >"$TMP/c4.jsonl"
 "$BIN" tokenize-corpus --tokenizer "$TOK" "$TMP/docs.txt" "$TMP/stories.txt" "$TMP/c4.jsonl" --out "$TMP/data" \
     --seq 256 --shard-tokens 20000 -t 2 2>"$TMP/err" || fail "tokenize-corpus: $(cat "$TMP/err")"
 grep -q "wrote $TMP/data: 44 documents" "$TMP/err" && pass "tokenize-corpus summary" ||
