@@ -56,7 +56,7 @@ static const char *help =
     "  -h, --help              this help\n";
 
 static void print_table(const cm_leaderboard *lb, const char *source) {
-    printf("%zu battles from %s\n", lb->n_battles, source);
+    printf("%zu battle%s from %s\n", lb->n_battles, lb->n_battles == 1 ? "" : "s", source);
     if (lb->n == 0) return;
     int w = 5;
     for (size_t i = 0; i < lb->n; i++) {

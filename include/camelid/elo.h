@@ -74,6 +74,8 @@ typedef struct cm_rating_params {
 
 cm_rating_params cm_rating_defaults(void);
 
+#define CM_BT_MAX_MODELS 4096 /* models in one Bradley–Terry fit */
+
 /* Online Elo in log order: ratings[i] for models[i]. Exactly FastChat's compute_elo arithmetic. */
 void cm_elo_online(const cm_battles *b, const cm_rating_params *p, double *ratings);
 

@@ -1,6 +1,8 @@
 /* `camelid serve`: an OpenAI-compatible HTTP server (FACTS 10) on libmicrohttpd. Routes: POST
  * /v1/chat/completions, POST /v1/completions (streamed as SSE or not), GET /v1/models, GET /health, GET
- * /metrics (Prometheus text), POST /tokenize, POST /detokenize. Each model has its own scheduler
+ * /metrics (Prometheus text), POST /tokenize, POST /detokenize; the web pages GET /, /arena, /leaderboard and
+ * the arena's POST /v1/arena/battles, POST /v1/arena/battles/{id}/vote, GET /v1/arena/leaderboard (votes in
+ * the db_path file, arena.h). Each model has its own scheduler
  * (serve_sched.h: continuous batching over --parallel slots, a FIFO wait queue). Connections run one thread
  * each; a client that goes away is noticed within ~100 ms and frees its slot. */
 #ifndef CAMELID_SERVE_H
@@ -29,7 +31,8 @@ typedef struct cm_server_params {
     int timeout;         /* seconds a request may take, queueing included (default 600) */
     int idle_timeout;    /* seconds a connection may stay silent while sending its request (default 30) */
     int max_connections; /* concurrent connections (default 256); more are refused */
-    const char *db_path; /* NULL: no request log; else a SQLite file (table serve_requests) */
+    const char *db_path; /* NULL: no request log, arena votes in memory; else a SQLite file (serve_requests,
+                          * arena_battles, arena_votes) */
     cm_server_log_fn log;
     void *log_user;
 } cm_server_params;

@@ -543,6 +543,9 @@ static cm_status bt_solve(const bt_data *d, const double *w, double alpha, doubl
 }
 
 static cm_status bt_work(size_t n, double **work) {
+    /* the Newton step is dense in the models: bound its memory (4096 models: 128 MiB) */
+    if (n > CM_BT_MAX_MODELS)
+        return cm_error(CM_ERR_UNSUPPORTED, "Bradley-Terry: %zu models, at most %d", n, CM_BT_MAX_MODELS);
     size_t nn, cells;
     if (cm_mul_size(n, n, &nn) || cm_add_size(nn, 3 * n + 1, &cells) || cm_mul_size(cells, 8, &nn))
         return cm_error(CM_ERR_NOMEM, "too many models for a rating");
