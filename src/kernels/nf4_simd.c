@@ -53,6 +53,9 @@ typedef struct {
     float *xq;                 /* GEMV: n rows of colsp in lane order; GEMM: panels [colsp][P] */
     float *scratch;            /* GEMM: per thread a block of decoded rows */
     size_t scratch_floats, ld;
+    int kc;                    /* GEMM: columns per chunk (a multiple of the group) */
+    float *part;               /* GEMM with chunks: per thread the partial tiles of its band */
+    size_t part_floats;
 } nf4_job;
 
 /* The lane order: position g*G + m*V + L holds value g*G + 8L + (m ^ 1) (zero past the row). */
@@ -115,6 +118,11 @@ T_AVX512 INLINE void gemv512(const nf4_job *j, const cm_nf4_weight *w, float *y,
         for (int t = 0; t < T; t++) acc[i][t] = _mm512_setzero_ps();
     for (int g = 0; g < groups; g++) {
         const int half = g * 128 + 64 >= cols;
+        /* the group's x, loaded once for the R rows (loads, not arithmetic, limit this loop) */
+        __m512 xv[5][8];
+        for (int t = 0; t < T; t++)
+            for (int m = 0; m < 8; m++)
+                xv[t][m] = _mm512_load_ps(j->xq + (size_t)t * j->colsp + (size_t)g * 128 + (size_t)m * 16);
         for (int i = 0; i < R; i++) {
             const uint8_t *p = base + (size_t)i * row_bytes + (size_t)g * 64;
             const uint8_t *pf = p + PF_ROWS * row_bytes;
@@ -123,10 +131,7 @@ T_AVX512 INLINE void gemv512(const nf4_job *j, const cm_nf4_weight *w, float *y,
             __m512 s[5];
             for (int m = 0; m < 8; m++) {
                 __m512 v = NIB512(d, m, codes);
-                for (int t = 0; t < T; t++) {
-                    const float *xv = j->xq + (size_t)t * j->colsp + (size_t)g * 128 + (size_t)m * 16;
-                    s[t] = m ? _mm512_fmadd_ps(v, _mm512_load_ps(xv), s[t]) : _mm512_mul_ps(v, _mm512_load_ps(xv));
-                }
+                for (int t = 0; t < T; t++) s[t] = m ? _mm512_fmadd_ps(v, xv[t][m], s[t]) : _mm512_mul_ps(v, xv[t][m]);
             }
             __m512 sc = scale512(w->absmax, (size_t)(r + i) * cols + (size_t)g * 128, shift, half);
             for (int t = 0; t < T; t++) acc[i][t] = _mm512_fmadd_ps(s[t], sc, acc[i][t]);
@@ -159,15 +164,16 @@ T_AVX512 static void gemv_band512(const nf4_job *j, const cm_nf4_weight *w, floa
     }
 }
 
-/* Rows r .. r+R-1 decoded and scaled into wb (row i at wb + i * ld), in lane order. */
-T_AVX512 static void decode512(const cm_nf4_weight *w, int cols, int r, int R, float *wb, size_t ld) {
+/* Groups [g0, g1) of rows r .. r+R-1 decoded and scaled into wb (row i at wb + i * ld), in lane order. */
+T_AVX512 static void decode512(const cm_nf4_weight *w, int cols, int r, int R, int g0, int g1, float *wb,
+                               size_t ld) {
     const __m512 codes = _mm512_loadu_ps(cm_nf4_code);
-    const int groups = (cols + 127) / 128, shift = log2i(w->blocksize);
+    const int shift = log2i(w->blocksize);
     const size_t row_bytes = (size_t)cols / 2;
     for (int i = 0; i < R; i++) {
         const uint8_t *p = w->packed + (size_t)(r + i) * row_bytes;
-        float *dst = wb + (size_t)i * ld;
-        for (int g = 0; g < groups; g++) {
+        float *dst = wb + (size_t)i * ld - (size_t)g0 * 128;
+        for (int g = g0; g < g1; g++) {
             const int half = g * 128 + 64 >= cols;
             __m512i d = load_group512(p + (size_t)g * 64, half);
             __m512 sc = scale512(w->absmax, (size_t)(r + i) * cols + (size_t)g * 128, shift, half);
@@ -177,14 +183,15 @@ T_AVX512 static void decode512(const cm_nf4_weight *w, int cols, int r, int R, f
     }
 }
 
-/* The R x (16 G) tile of decoded rows wb against one panel of 32 tokens, stored into y. */
-T_AVX512 INLINE void tile512(const nf4_job *j, float *y, int rows, int r, const float *wb, const float *xp,
-                             int t0, int valid, const int R, const int G) {
+/* The R x (16 G) tile of decoded rows wb (kn columns) against one panel of 32 tokens (xp at the chunk's first
+ * column), continuing the partial sums in `tile` unless `first`; the sums are left in `tile`. */
+T_AVX512 INLINE void tile512(const float *wb, size_t ld, const float *xp, int kn, float *tile, int first, const int R,
+                             const int G) {
     __m512 acc[12][2];
     for (int i = 0; i < R; i++)
-        for (int g = 0; g < G; g++) acc[i][g] = _mm512_setzero_ps();
-    const size_t ld = j->ld;
-    for (int k = 0; k < j->colsp; k++) {
+        for (int g = 0; g < G; g++)
+            acc[i][g] = first ? _mm512_setzero_ps() : _mm512_load_ps(tile + i * 32 + g * 16);
+    for (int k = 0; k < kn; k++) {
         __m512 x0 = _mm512_load_ps(xp + (size_t)k * 32);
         __m512 x1 = G > 1 ? _mm512_load_ps(xp + (size_t)k * 32 + 16) : x0;
         for (int i = 0; i < R; i++) {
@@ -193,72 +200,72 @@ T_AVX512 INLINE void tile512(const nf4_job *j, float *y, int rows, int r, const 
             if (G > 1) acc[i][1] = _mm512_fmadd_ps(b, x1, acc[i][1]);
         }
     }
-    float tile[12 * 32] __attribute__((aligned(64)));
     for (int i = 0; i < R; i++)
         for (int g = 0; g < G; g++) _mm512_store_ps(tile + i * 32 + g * 16, acc[i][g]);
+}
+
+#define TILE512(R, G)                                                                                        \
+    T_AVX512 static void tile512_##R##x##G(const float *wb, size_t ld, const float *xp, int kn, float *tile,  \
+                                           int first) {                                                      \
+        tile512(wb, ld, xp, kn, tile, first, R, G);                                                          \
+    }
+TILE512(12, 2)
+TILE512(12, 1)
+TILE512(4, 2)
+TILE512(4, 1)
+TILE512(1, 2)
+TILE512(1, 1)
+#undef TILE512
+
+/* Scatter an R x P tile (row-major, stride P) into y[t][r]. */
+static void store_tile(float *y, int rows, int r, const float *tile, int P, int R, int t0, int valid) {
     for (int t = 0; t < valid; t++) {
         float *dst = y + (size_t)(t0 + t) * rows + r;
-        for (int i = 0; i < R; i++) dst[i] = tile[i * 32 + t];
+        for (int i = 0; i < R; i++) dst[i] = tile[i * P + t];
     }
 }
 
-T_AVX512 static void tile512_12x2(const nf4_job *j, float *y, int rows, int r, const float *wb, const float *xp,
-                                  int t0, int valid) {
-    tile512(j, y, rows, r, wb, xp, t0, valid, 12, 2);
-}
-T_AVX512 static void tile512_12x1(const nf4_job *j, float *y, int rows, int r, const float *wb, const float *xp,
-                                  int t0, int valid) {
-    tile512(j, y, rows, r, wb, xp, t0, valid, 12, 1);
-}
-T_AVX512 static void tile512_4x2(const nf4_job *j, float *y, int rows, int r, const float *wb, const float *xp,
-                                 int t0, int valid) {
-    tile512(j, y, rows, r, wb, xp, t0, valid, 4, 2);
-}
-T_AVX512 static void tile512_4x1(const nf4_job *j, float *y, int rows, int r, const float *wb, const float *xp,
-                                 int t0, int valid) {
-    tile512(j, y, rows, r, wb, xp, t0, valid, 4, 1);
-}
-T_AVX512 static void tile512_1x2(const nf4_job *j, float *y, int rows, int r, const float *wb, const float *xp,
-                                 int t0, int valid) {
-    tile512(j, y, rows, r, wb, xp, t0, valid, 1, 2);
-}
-T_AVX512 static void tile512_1x1(const nf4_job *j, float *y, int rows, int r, const float *wb, const float *xp,
-                                 int t0, int valid) {
-    tile512(j, y, rows, r, wb, xp, t0, valid, 1, 1);
-}
-
-T_AVX512 static void gemm_band512(const nf4_job *j, const cm_nf4_weight *w, float *y, int r0, int r1,
-                                  float *wb) {
+/* Long rows are cut into chunks of kc columns, every block of the band advancing one chunk at a time, so the
+ * chunk of the panels stays in L2; partial tiles wait in `part`. The lanes' sums are the same either way. */
+T_AVX512 static void gemm_band512(const nf4_job *j, const cm_nf4_weight *w, float *y, int r0, int r1, float *wb,
+                                  float *part) {
     const int rows = (int)w->rows, panels = (j->n + 31) / 32;
-    for (int r = r0; r < r1;) {
-        const int R = r1 - r >= 12 ? 12 : r1 - r >= 4 ? 4 : 1;
-        decode512(w, j->cols, r, R, wb, j->ld);
-        /* the next block's codes come from memory while this one computes */
-        if (r + R < r1) {
-            const char *next = (const char *)w->packed + (size_t)(r + R) * (size_t)(j->cols / 2);
-            size_t bytes = (size_t)(r1 - (r + R) < 12 ? r1 - (r + R) : 12) * (size_t)(j->cols / 2);
-            for (size_t b = 0; b < bytes; b += 64) _mm_prefetch(next + b, _MM_HINT_T1);
-        }
-        for (int p = 0; p < panels; p++) {
-            const int t0 = p * 32, valid = j->n - t0 < 32 ? j->n - t0 : 32;
-            const float *xp = j->xq + (size_t)p * j->colsp * 32;
-            if (valid > 16) {
-                if (R == 12)
-                    tile512_12x2(j, y, rows, r, wb, xp, t0, valid);
-                else if (R == 4)
-                    tile512_4x2(j, y, rows, r, wb, xp, t0, valid);
-                else
-                    tile512_1x2(j, y, rows, r, wb, xp, t0, valid);
-            } else {
-                if (R == 12)
-                    tile512_12x1(j, y, rows, r, wb, xp, t0, valid);
-                else if (R == 4)
-                    tile512_4x1(j, y, rows, r, wb, xp, t0, valid);
-                else
-                    tile512_1x1(j, y, rows, r, wb, xp, t0, valid);
+    float tile_local[12 * 32] __attribute__((aligned(64)));
+    for (int k0 = 0; k0 < j->colsp; k0 += j->kc) {
+        const int kn = j->colsp - k0 < j->kc ? j->colsp - k0 : j->kc, first = k0 == 0, last = k0 + kn == j->colsp;
+        int R;
+        for (int r = r0, block = 0; r < r1; r += R, block++) {
+            R = r1 - r >= 12 ? 12 : r1 - r >= 4 ? 4 : 1;
+            decode512(w, j->cols, r, R, k0 / 128, (k0 + kn) / 128, wb, j->ld);
+            /* the next block's codes come from memory while this one computes */
+            if (r + R < r1) {
+                const char *next = (const char *)w->packed + (size_t)(r + R) * (size_t)(j->cols / 2) + k0 / 2;
+                int next_rows = r1 - (r + R) < 12 ? r1 - (r + R) : 12;
+                for (int i = 0; i < next_rows; i++)
+                    for (int b = 0; b < kn / 2; b += 64) _mm_prefetch(next + (size_t)i * (j->cols / 2) + b, _MM_HINT_T1);
+            }
+            for (int p = 0; p < panels; p++) {
+                const int t0 = p * 32, valid = j->n - t0 < 32 ? j->n - t0 : 32;
+                const float *xp = j->xq + ((size_t)p * j->colsp + (size_t)k0) * 32;
+                float *tile = part ? part + ((size_t)block * panels + p) * (12 * 32) : tile_local;
+                if (valid > 16) {
+                    if (R == 12)
+                        tile512_12x2(wb, j->ld, xp, kn, tile, first);
+                    else if (R == 4)
+                        tile512_4x2(wb, j->ld, xp, kn, tile, first);
+                    else
+                        tile512_1x2(wb, j->ld, xp, kn, tile, first);
+                } else {
+                    if (R == 12)
+                        tile512_12x1(wb, j->ld, xp, kn, tile, first);
+                    else if (R == 4)
+                        tile512_4x1(wb, j->ld, xp, kn, tile, first);
+                    else
+                        tile512_1x1(wb, j->ld, xp, kn, tile, first);
+                }
+                if (last) store_tile(y, rows, r, tile, 32, R, t0, valid);
             }
         }
-        r += R;
     }
 }
 
@@ -289,6 +296,10 @@ T_AVX2 INLINE void gemv256(const nf4_job *j, const cm_nf4_weight *w, float *y, i
     for (int i = 0; i < R; i++)
         for (int t = 0; t < T; t++) acc[i][t] = _mm256_setzero_ps();
     for (int g = 0; g < groups; g++) {
+        __m256 xv[5][8];
+        for (int t = 0; t < T; t++)
+            for (int m = 0; m < 8; m++)
+                xv[t][m] = _mm256_load_ps(j->xq + (size_t)t * j->colsp + (size_t)g * 64 + (size_t)m * 8);
         for (int i = 0; i < R; i++) {
             const uint8_t *p = base + (size_t)i * row_bytes + (size_t)g * 32;
             const uint8_t *pf = p + PF_ROWS * row_bytes;
@@ -297,10 +308,7 @@ T_AVX2 INLINE void gemv256(const nf4_job *j, const cm_nf4_weight *w, float *y, i
             __m256 s[5];
             for (int m = 0; m < 8; m++) {
                 __m256 v = nib256(d, m, lo, hi);
-                for (int t = 0; t < T; t++) {
-                    const float *xv = j->xq + (size_t)t * j->colsp + (size_t)g * 64 + (size_t)m * 8;
-                    s[t] = m ? _mm256_fmadd_ps(v, _mm256_load_ps(xv), s[t]) : _mm256_mul_ps(v, _mm256_load_ps(xv));
-                }
+                for (int t = 0; t < T; t++) s[t] = m ? _mm256_fmadd_ps(v, xv[t][m], s[t]) : _mm256_mul_ps(v, xv[t][m]);
             }
             __m256 sc = _mm256_set1_ps(w->absmax[((size_t)(r + i) * cols + (size_t)g * 64) >> shift]);
             for (int t = 0; t < T; t++) acc[i][t] = _mm256_fmadd_ps(s[t], sc, acc[i][t]);
@@ -333,14 +341,14 @@ T_AVX2 static void gemv_band256(const nf4_job *j, const cm_nf4_weight *w, float 
     }
 }
 
-T_AVX2 static void decode256(const cm_nf4_weight *w, int cols, int r, int R, float *wb, size_t ld) {
+T_AVX2 static void decode256(const cm_nf4_weight *w, int cols, int r, int R, int g0, int g1, float *wb, size_t ld) {
     const __m256 lo = _mm256_loadu_ps(cm_nf4_code), hi = _mm256_loadu_ps(cm_nf4_code + 8);
-    const int groups = cols / 64, shift = log2i(w->blocksize);
+    const int shift = log2i(w->blocksize);
     const size_t row_bytes = (size_t)cols / 2;
     for (int i = 0; i < R; i++) {
         const uint8_t *p = w->packed + (size_t)(r + i) * row_bytes;
-        float *dst = wb + (size_t)i * ld;
-        for (int g = 0; g < groups; g++) {
+        float *dst = wb + (size_t)i * ld - (size_t)g0 * 64;
+        for (int g = g0; g < g1; g++) {
             __m256i d = _mm256_loadu_si256((const __m256i *)(p + (size_t)g * 32));
             __m256 sc = _mm256_set1_ps(w->absmax[((size_t)(r + i) * cols + (size_t)g * 64) >> shift]);
             for (int m = 0; m < 8; m++)
@@ -349,13 +357,12 @@ T_AVX2 static void decode256(const cm_nf4_weight *w, int cols, int r, int R, flo
     }
 }
 
-T_AVX2 INLINE void tile256(const nf4_job *j, float *y, int rows, int r, const float *wb, const float *xp, int t0,
-                           int valid, const int R, const int G) {
+T_AVX2 INLINE void tile256(const float *wb, size_t ld, const float *xp, int kn, float *tile, int first, const int R,
+                           const int G) {
     __m256 acc[6][2];
     for (int i = 0; i < R; i++)
-        for (int g = 0; g < G; g++) acc[i][g] = _mm256_setzero_ps();
-    const size_t ld = j->ld;
-    for (int k = 0; k < j->colsp; k++) {
+        for (int g = 0; g < G; g++) acc[i][g] = first ? _mm256_setzero_ps() : _mm256_load_ps(tile + i * 16 + g * 8);
+    for (int k = 0; k < kn; k++) {
         __m256 x0 = _mm256_load_ps(xp + (size_t)k * 16);
         __m256 x1 = G > 1 ? _mm256_load_ps(xp + (size_t)k * 16 + 8) : x0;
         for (int i = 0; i < R; i++) {
@@ -364,53 +371,49 @@ T_AVX2 INLINE void tile256(const nf4_job *j, float *y, int rows, int r, const fl
             if (G > 1) acc[i][1] = _mm256_fmadd_ps(b, x1, acc[i][1]);
         }
     }
-    float tile[6 * 16] __attribute__((aligned(32))) = {0};
     for (int i = 0; i < R; i++)
         for (int g = 0; g < G; g++) _mm256_store_ps(tile + i * 16 + g * 8, acc[i][g]);
-    for (int t = 0; t < valid; t++) {
-        float *dst = y + (size_t)(t0 + t) * rows + r;
-        for (int i = 0; i < R; i++) dst[i] = tile[i * 16 + t];
+}
+
+#define TILE256(R, G)                                                                                        \
+    T_AVX2 static void tile256_##R##x##G(const float *wb, size_t ld, const float *xp, int kn, float *tile,    \
+                                         int first) {                                                        \
+        tile256(wb, ld, xp, kn, tile, first, R, G);                                                          \
     }
-}
+TILE256(6, 2)
+TILE256(6, 1)
+TILE256(1, 2)
+TILE256(1, 1)
+#undef TILE256
 
-T_AVX2 static void tile256_6x2(const nf4_job *j, float *y, int rows, int r, const float *wb, const float *xp,
-                               int t0, int valid) {
-    tile256(j, y, rows, r, wb, xp, t0, valid, 6, 2);
-}
-T_AVX2 static void tile256_6x1(const nf4_job *j, float *y, int rows, int r, const float *wb, const float *xp,
-                               int t0, int valid) {
-    tile256(j, y, rows, r, wb, xp, t0, valid, 6, 1);
-}
-T_AVX2 static void tile256_1x2(const nf4_job *j, float *y, int rows, int r, const float *wb, const float *xp,
-                               int t0, int valid) {
-    tile256(j, y, rows, r, wb, xp, t0, valid, 1, 2);
-}
-T_AVX2 static void tile256_1x1(const nf4_job *j, float *y, int rows, int r, const float *wb, const float *xp,
-                               int t0, int valid) {
-    tile256(j, y, rows, r, wb, xp, t0, valid, 1, 1);
-}
-
-T_AVX2 static void gemm_band256(const nf4_job *j, const cm_nf4_weight *w, float *y, int r0, int r1, float *wb) {
+T_AVX2 static void gemm_band256(const nf4_job *j, const cm_nf4_weight *w, float *y, int r0, int r1, float *wb,
+                                float *part) {
     const int rows = (int)w->rows, panels = (j->n + 15) / 16;
-    for (int r = r0; r < r1;) {
-        const int R = r1 - r >= 6 ? 6 : 1;
-        decode256(w, j->cols, r, R, wb, j->ld);
-        for (int p = 0; p < panels; p++) {
-            const int t0 = p * 16, valid = j->n - t0 < 16 ? j->n - t0 : 16;
-            const float *xp = j->xq + (size_t)p * j->colsp * 16;
-            if (valid > 8) {
-                if (R == 6)
-                    tile256_6x2(j, y, rows, r, wb, xp, t0, valid);
-                else
-                    tile256_1x2(j, y, rows, r, wb, xp, t0, valid);
-            } else {
-                if (R == 6)
-                    tile256_6x1(j, y, rows, r, wb, xp, t0, valid);
-                else
-                    tile256_1x1(j, y, rows, r, wb, xp, t0, valid);
+    float tile_local[6 * 16] __attribute__((aligned(32))) = {0};
+    for (int k0 = 0; k0 < j->colsp; k0 += j->kc) {
+        const int kn = j->colsp - k0 < j->kc ? j->colsp - k0 : j->kc, first = k0 == 0, last = k0 + kn == j->colsp;
+        int R;
+        for (int r = r0, block = 0; r < r1; r += R, block++) {
+            R = r1 - r >= 6 ? 6 : 1;
+            decode256(w, j->cols, r, R, k0 / 64, (k0 + kn) / 64, wb, j->ld);
+            for (int p = 0; p < panels; p++) {
+                const int t0 = p * 16, valid = j->n - t0 < 16 ? j->n - t0 : 16;
+                const float *xp = j->xq + ((size_t)p * j->colsp + (size_t)k0) * 16;
+                float *tile = part ? part + ((size_t)block * panels + p) * (6 * 16) : tile_local;
+                if (valid > 8) {
+                    if (R == 6)
+                        tile256_6x2(wb, j->ld, xp, kn, tile, first);
+                    else
+                        tile256_1x2(wb, j->ld, xp, kn, tile, first);
+                } else {
+                    if (R == 6)
+                        tile256_6x1(wb, j->ld, xp, kn, tile, first);
+                    else
+                        tile256_1x1(wb, j->ld, xp, kn, tile, first);
+                }
+                if (last) store_tile(y, rows, r, tile, 16, R, t0, valid);
             }
         }
-        r += R;
     }
 }
 
@@ -432,14 +435,15 @@ static void gemv_worker(void *arg, int thread, int n_threads) {
 static void gemm_worker(void *arg, int thread, int n_threads) {
     const nf4_job *j = arg;
     float *wb = j->scratch + (size_t)thread * j->scratch_floats;
+    float *part = j->part ? j->part + (size_t)thread * j->part_floats : NULL;
     for (int k = 0; k < j->count; k++) {
         int r0, r1;
         row_band((int)j->w[k]->rows, j->lanes == 16 ? 12 : 6, thread, n_threads, &r0, &r1);
         if (r0 >= r1) continue;
         if (j->lanes == 16)
-            gemm_band512(j, j->w[k], j->y[k], r0, r1, wb);
+            gemm_band512(j, j->w[k], j->y[k], r0, r1, wb, part);
         else
-            gemm_band256(j, j->w[k], j->y[k], r0, r1, wb);
+            gemm_band256(j, j->w[k], j->y[k], r0, r1, wb, part);
     }
 }
 
@@ -491,21 +495,39 @@ int cm_nf4_matmul_simd(float *const *y, const float *x, int n, const cm_nf4_weig
         return 0;
     }
     j.panel = j.lanes == 16 ? 32 : 16;
-    int panels = (n + j.panel - 1) / j.panel;
-    j.xq = aligned_alloc(64, round64((size_t)panels * j.colsp * j.panel * sizeof(float)));
+    int panels = (n + j.panel - 1) / j.panel, block = j.lanes == 16 ? 12 : 6;
+    size_t xq_bytes = (size_t)panels * j.colsp * j.panel * sizeof(float);
+    j.xq = aligned_alloc(64, round64(xq_bytes));
+    /* panels beyond ~512 KB (a core's share of L2) are walked in chunks of ~256 KB of columns */
+    j.kc = j.colsp;
+    if (xq_bytes > ((size_t)512 << 10)) {
+        size_t kc = ((size_t)256 << 10) / ((size_t)panels * j.panel * sizeof(float)) / (size_t)G * (size_t)G;
+        if (kc < (size_t)G) kc = (size_t)G;
+        if (kc < (size_t)j.colsp) j.kc = (int)kc;
+    }
+    if (j.kc < j.colsp) {
+        int max_rows = 0;
+        for (int k = 0; k < count; k++)
+            if ((int)w[k]->rows > max_rows) max_rows = (int)w[k]->rows;
+        /* a band: its share of whole blocks, one more, and up to 5 small blocks of leftover rows */
+        j.part_floats = ((size_t)max_rows / block / threads + 8) * panels * (size_t)(block * j.panel);
+        j.part = aligned_alloc(64, round64((size_t)threads * j.part_floats * sizeof(float)));
+    }
     /* a padded stride: a power-of-two row length would put the rows' column k in one L1 set */
-    j.ld = (size_t)j.colsp + 16;
-    j.scratch_floats = (size_t)(j.lanes == 16 ? 12 : 6) * j.ld;
+    j.ld = (size_t)j.kc + 16;
+    j.scratch_floats = (size_t)block * j.ld;
     j.scratch = aligned_alloc(64, round64((size_t)threads * j.scratch_floats * sizeof(float)));
-    if (!j.xq || !j.scratch) {
+    if (!j.xq || !j.scratch || (j.kc < j.colsp && !j.part)) {
         free(j.xq);
         free(j.scratch);
+        free(j.part);
         return -1;
     }
     cm_pool_run(panels > 1 ? pool : NULL, pack_worker, &j);
     cm_pool_run(pool, gemm_worker, &j);
     free(j.xq);
     free(j.scratch);
+    free(j.part);
     return 0;
 }
 

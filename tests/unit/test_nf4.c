@@ -7,7 +7,8 @@
  *    quantizing a slice of rows at a time gives the same bytes;
  *  - the round trip of N(0, 0.02^2) weights: relative RMS error about 0.092;
  *  - the matmul (decode and prefill shapes, every ISA path, 1 and 2 threads bit-identical, blocks of 64, 128,
- *    256 and 32, rows of 64 mod 128, a row length that is not a multiple of 64) and the transpose product
+ *    256 and 32, rows of 64 mod 128, a row length that is not a multiple of 64, prefill panels walked in
+ *    chunks of columns) and the transpose product
  *    against the f64 references, within 1e-5 of sum |products|;
  *  - bitsandbytes folders: camelid's writer read back, and malformed files (shapes, block counts, quant-state
  *    JSON) each a one-line error naming the tensor. */
@@ -312,6 +313,8 @@ static void test_matmul(void) {
     }
     check_matmul(128, 40, 768, 64, pool2);
     check_matmul(33, 25, 2048, 64, pool2);
+    check_matmul(70, 29, 2048, 64, pool2); /* panels past 512 KB: chunks of columns with partial tiles */
+    check_matmul(100, 40, 1472, 128, pool2); /* chunks, and a half group at the end of each row */
     check_transpose(1, 32, 64, pool2);
     check_transpose(7, 45, 300, pool2);
     check_transpose(40, 70, 640, pool2);
