@@ -43,14 +43,15 @@ static cm_status fsync_path(const char *path) {
     return rc == 0 ? CM_OK : cm_error(CM_ERR_IO, "%s: fsync failed: %s", path, strerror(errno));
 }
 
-static cm_status write_moments(const char *path, const cm_params *p, const float *m, const float *v) {
+cm_status cm_train_write_moments(const char *path, const cm_param_tensor *tensors, int n_tensors, const float *m,
+                                 const float *v) {
     cm_safetensors_writer *w;
     CM_TRY(cm_safetensors_writer_open(path, &w));
     cm_status st = cm_safetensors_writer_set_metadata(w, "format", "camelid-adamw");
     char name[96];
     for (int which = 0; which < 2 && !st; which++)
-        for (int i = 0; i < p->n_tensors && !st; i++) {
-            const cm_param_tensor *t = &p->tensors[i];
+        for (int i = 0; i < n_tensors && !st; i++) {
+            const cm_param_tensor *t = &tensors[i];
             snprintf(name, sizeof name, "%s.%s", which ? "v" : "m", t->name);
             int64_t shape[2] = {t->rows, t->cols};
             size_t n = (size_t)t->rows * t->cols;
@@ -64,27 +65,35 @@ static cm_status write_moments(const char *path, const cm_params *p, const float
     return cm_safetensors_writer_commit(w);
 }
 
-cm_status cm_train_checkpoint_save(const char *out_dir, int step, const cm_params *p, const float *m,
-                                   const float *v, const cm_tokenizer *tok, const char *state_json,
-                                   char **written) {
-    char rel[64], tmp_rel[64];
-    snprintf(rel, sizeof rel, "checkpoints/step-%06d", step);
-    snprintf(tmp_rel, sizeof tmp_rel, "checkpoints/step-%06d.tmp", step);
-    char *dir = cm_path_join(out_dir, rel), *tmp = cm_path_join(out_dir, tmp_rel);
-    char *parent = cm_path_join(out_dir, "checkpoints");
-    char *opt = NULL, *state = NULL, *latest = NULL, *previous = NULL;
-    cm_model *view = NULL;
-    cm_status st = (!dir || !tmp || !parent) ? cm_error(CM_ERR_NOMEM, "out of memory") : CM_OK;
+char *cm_train_checkpoint_tmp(const char *out_dir, int step) {
+    char rel[64];
+    snprintf(rel, sizeof rel, "checkpoints/step-%06d.tmp", step);
+    return cm_path_join(out_dir, rel);
+}
+
+cm_status cm_train_checkpoint_begin(const char *out_dir, int step, char **tmp) {
+    *tmp = NULL;
+    char *parent = cm_path_join(out_dir, "checkpoints"), *dir = cm_train_checkpoint_tmp(out_dir, step);
+    cm_status st = (!dir || !parent) ? cm_error(CM_ERR_NOMEM, "out of memory") : CM_OK;
     if (!st) st = cm_mkdir_p(parent);
-    if (!st) st = cm_train_remove_dir(tmp); /* a leftover of an interrupted write */
-    if (!st) st = cm_params_as_model(p, &view);
-    if (!st) st = cm_model_save_hf(view, tok, tmp, CM_DTYPE_F32);
-    if (!st) {
-        opt = cm_path_join(tmp, "optimizer.safetensors");
-        state = cm_path_join(tmp, "trainer_state.json");
-        if (!opt || !state) st = cm_error(CM_ERR_NOMEM, "out of memory");
+    if (!st) st = cm_train_remove_dir(dir); /* a leftover of an interrupted write */
+    if (!st) st = cm_mkdir_p(dir);
+    free(parent);
+    if (st) {
+        free(dir);
+        return st;
     }
-    if (!st) st = write_moments(opt, p, m, v);
+    *tmp = dir;
+    return CM_OK;
+}
+
+cm_status cm_train_checkpoint_commit(const char *out_dir, int step, const char *state_json, char **written) {
+    char rel[64];
+    snprintf(rel, sizeof rel, "checkpoints/step-%06d", step);
+    char *dir = cm_path_join(out_dir, rel), *tmp = cm_train_checkpoint_tmp(out_dir, step);
+    char *parent = cm_path_join(out_dir, "checkpoints");
+    char *state = tmp ? cm_path_join(tmp, "trainer_state.json") : NULL, *latest = NULL, *previous = NULL;
+    cm_status st = (!dir || !tmp || !parent || !state) ? cm_error(CM_ERR_NOMEM, "out of memory") : CM_OK;
     if (!st) st = cm_write_file_atomic(state, state_json, strlen(state_json));
     if (!st) st = fsync_path(tmp);
     if (!st) {
@@ -101,12 +110,28 @@ cm_status cm_train_checkpoint_save(const char *out_dir, int step, const cm_param
         st = latest ? cm_write_file_atomic(latest, line, (size_t)n) : cm_error(CM_ERR_NOMEM, "out of memory");
     }
     if (!st && previous && strcmp(previous, dir) != 0) cm_train_remove_dir(previous);
-    cm_model_close(view);
     if (!st && written) {
         *written = dir;
         dir = NULL;
     }
-    free(dir), free(tmp), free(parent), free(opt), free(state), free(latest), free(previous);
+    free(dir), free(tmp), free(parent), free(state), free(latest), free(previous);
+    return st;
+}
+
+cm_status cm_train_checkpoint_save(const char *out_dir, int step, const cm_params *p, const float *m,
+                                   const float *v, const cm_tokenizer *tok, const char *state_json,
+                                   char **written) {
+    char *tmp = NULL, *opt = NULL;
+    cm_model *view = NULL;
+    cm_status st = cm_train_checkpoint_begin(out_dir, step, &tmp);
+    if (!st) st = cm_params_as_model(p, &view);
+    if (!st) st = cm_model_save_hf(view, tok, tmp, CM_DTYPE_F32);
+    if (!st && !(opt = cm_path_join(tmp, "optimizer.safetensors"))) st = cm_error(CM_ERR_NOMEM, "out of memory");
+    if (!st) st = cm_train_write_moments(opt, p->tensors, p->n_tensors, m, v);
+    if (!st) st = cm_train_checkpoint_commit(out_dir, step, state_json, written);
+    cm_model_close(view);
+    free(tmp);
+    free(opt);
     return st;
 }
 
@@ -154,14 +179,14 @@ static cm_status check_same_shape(const cm_config *a, const cm_config *b, const 
     return CM_OK;
 }
 
-static cm_status read_moments(const char *path, const cm_params *p, float *m, float *v) {
+cm_status cm_train_read_moments(const char *path, const cm_param_tensor *tensors, int n_tensors, float *m, float *v) {
     cm_safetensors *st;
     CM_TRY(cm_safetensors_open(path, &st));
     char name[96];
     cm_status rc = CM_OK;
     for (int which = 0; which < 2 && !rc; which++)
-        for (int i = 0; i < p->n_tensors && !rc; i++) {
-            const cm_param_tensor *t = &p->tensors[i];
+        for (int i = 0; i < n_tensors && !rc; i++) {
+            const cm_param_tensor *t = &tensors[i];
             snprintf(name, sizeof name, "%s.%s", which ? "v" : "m", t->name);
             const cm_tensor *x = cm_safetensors_find(st, name);
             size_t n = (size_t)t->rows * t->cols;
@@ -199,7 +224,7 @@ cm_status cm_train_checkpoint_load(const char *ckpt_dir, cm_params *p, float *m,
     cm_params_close(loaded);
     char *opt = cm_path_join(ckpt_dir, "optimizer.safetensors"), *state = cm_path_join(ckpt_dir, "trainer_state.json");
     if (!st && (!opt || !state)) st = cm_error(CM_ERR_NOMEM, "out of memory");
-    if (!st) st = read_moments(opt, p, m, v);
+    if (!st) st = cm_train_read_moments(opt, p->tensors, p->n_tensors, m, v);
     size_t len;
     if (!st) st = cm_read_file(state, 1 << 20, state_json, &len);
     free(opt);

@@ -277,19 +277,9 @@ static cm_status take_batch(cm_lm_train *t, const cm_train_batch *b) {
 
 /* ---- linears ---- */
 
-/* Row r of a weight of any dtype as f32 [cols] (NF4 weights are block-scaled structs, not row arrays). */
-static void weight_row_f32(const cm_weight *w, int64_t r, float *dst) {
-    if (w->dtype == CM_DTYPE_NF4) {
-        cm_nf4_row_to_f32(w->data, r, dst);
-        return;
-    }
-    size_t row_bytes = cm_row_bytes(w->dtype, (size_t)w->cols);
-    cm_row_to_f32(w->dtype, (const char *)w->data + (size_t)r * row_bytes, dst, (size_t)w->cols);
-}
-
 /* Rows [r0, r0 + n) of a weight of any dtype as f32 [n, cols]. */
 static void weight_rows_f32(const cm_weight *w, int64_t r0, int64_t n, float *dst) {
-    for (int64_t r = 0; r < n; r++) weight_row_f32(w, r0 + r, dst + (size_t)r * w->cols);
+    for (int64_t r = 0; r < n; r++) cm_weight_row_to_f32(w, r0 + r, dst + (size_t)r * w->cols);
 }
 
 /* The tile of frozen rows dequantized at a time by the backward (never the whole matrix). */
@@ -351,6 +341,8 @@ static cm_status lin_backward(cm_lm_train *t, const view *v, const lin *L, float
         cm_linear_backward(dx, L->dw, dy, x, L->w, n, L->in, L->out);
     } else if (dx && L->frozen->dtype == CM_DTYPE_F32) {
         cm_linear_backward(dx, NULL, dy, x, L->frozen->data, n, L->in, L->out);
+    } else if (dx && L->frozen->dtype == CM_DTYPE_NF4) { /* the NF4 kernel's transpose product */
+        cm_matmul_nf4_t(dx, dy, n, L->frozen->data, true, t->pool);
     } else if (dx) { /* dx += dy[:, rows] W[rows, :], one dequantized tile of rows at a time */
         CM_TRY(ensure_tile(t, (size_t)TILE_ROWS * L->in));
         for (int r0 = 0; r0 < L->out; r0 += TILE_ROWS) {
@@ -423,7 +415,7 @@ static cm_status forward(cm_lm_train *t, const view *v, const cm_train_batch *b,
     if (v->embed)
         cm_embedding_forward(t->layers[0].x_in, t->tokens, v->embed, BT, D);
     else
-        for (int i = 0; i < BT; i++) weight_row_f32(v->embed_w, t->tokens[i], t->layers[0].x_in + (size_t)i * D);
+        for (int i = 0; i < BT; i++) cm_weight_row_to_f32(v->embed_w, t->tokens[i], t->layers[0].x_in + (size_t)i * D);
     for (int l = 0; l < c->n_layers; l++)
         CM_TRY(layer_forward(t, v, l, l + 1 < c->n_layers ? t->layers[l + 1].x_in : t->x_final));
     cm_rmsnorm_forward(t->xnf, t->rstdf, t->x_final, v->out_norm, BT, D, c->norm_eps, t->pool);

@@ -12,6 +12,15 @@ cm_status cm_train_checkpoint_save(const char *out_dir, int step, const cm_param
                                    char **written);
 /* Load a checkpoint into p (whose config must match), m and v; *state_json gets trainer_state.json. */
 cm_status cm_train_checkpoint_load(const char *ckpt_dir, cm_params *p, float *m, float *v, char **state_json);
+/* The pieces of a checkpoint write, for loops that store other things (adapters): begin makes an empty
+ * RUN_DIR/checkpoints/step-NNNNNN.tmp (*tmp, heap); the caller writes its files there; commit adds
+ * trainer_state.json, fsyncs, renames it into place and points RUN_DIR/latest at it. */
+cm_status cm_train_checkpoint_begin(const char *out_dir, int step, char **tmp);
+cm_status cm_train_checkpoint_commit(const char *out_dir, int step, const char *state_json, char **written);
+/* AdamW moments as optimizer.safetensors ("m.<tensor>", "v.<tensor>", F32), and back (every tensor checked). */
+cm_status cm_train_write_moments(const char *path, const cm_param_tensor *tensors, int n_tensors, const float *m,
+                                 const float *v);
+cm_status cm_train_read_moments(const char *path, const cm_param_tensor *tensors, int n_tensors, float *m, float *v);
 /* rm -r of a folder of plain files. */
 cm_status cm_train_remove_dir(const char *dir);
 

@@ -367,9 +367,8 @@ cm_status cm_train_run(const cm_train_options *o, cm_params *params) {
         if (!isfinite(loss) || !isfinite(grad_norm)) {
             char *prev = NULL;
             cm_train_latest_checkpoint(o->out_dir, &prev);
-            st = cm_error(CM_ERR_ARG,
-                          "the loss became %s at step %d (grad norm %g); stopped without updating. %s%s", 
-                          isfinite(loss) ? "finite but the gradient is not" : "NaN or infinite", s, grad_norm,
+            st = cm_error(CM_ERR_ARG, "the %s became NaN or infinite at step %d (loss %g, grad norm %g); stopped without updating. %s%s",
+                          isfinite(loss) ? "gradient" : "loss", s, loss, grad_norm,
                           prev ? "The last good checkpoint is " : "No checkpoint was written yet.", prev ? prev : "");
             free(prev);
             break;
