@@ -200,10 +200,25 @@ void cm_nf4_quantize(const float *x, size_t n, int blocksize, uint8_t *packed, f
 
 void cm_nf4_dequantize(const uint8_t *packed, const float *absmax, int blocksize, size_t first, size_t n,
                        float *out) {
-    for (size_t k = 0; k < n; k++) {
-        size_t i = first + k;
-        uint8_t byte = packed[i / 2];
-        out[k] = cm_nf4_code[i % 2 ? byte & 15 : byte >> 4] * absmax[i / (size_t)blocksize];
+    size_t i = first, end = first + n, bs = (size_t)blocksize;
+    float *o = out;
+    while (i < end) {
+        /* one block (or the part of it in range) at a time: its scale read once */
+        size_t b = i / bs, stop = (b + 1) * bs < end ? (b + 1) * bs : end;
+        float a = absmax[b];
+        if (i % 2 && i < stop) {
+            *o++ = cm_nf4_code[packed[i / 2] & 15] * a;
+            i++;
+        }
+        for (; i + 1 < stop; i += 2) {
+            uint8_t byte = packed[i / 2];
+            *o++ = cm_nf4_code[byte >> 4] * a;
+            *o++ = cm_nf4_code[byte & 15] * a;
+        }
+        if (i < stop) {
+            *o++ = cm_nf4_code[packed[i / 2] >> 4] * a;
+            i++;
+        }
     }
 }
 

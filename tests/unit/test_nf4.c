@@ -136,6 +136,18 @@ static void test_golden(void) {
         }
         cm_nf4_dequantize(packed, absmax_dq, 64, 0, n, deq);
         CHECK(memcmp(deq, deq_g, n * 4) == 0);
+        /* any slice, from an odd or even index, across block boundaries */
+        int slices_ok = 1;
+        for (size_t first = 0; first < n && first < 200; first++) {
+            static const size_t lens[] = {1, 2, 3, 63, 64, 65, 130};
+            for (size_t k = 0; k < sizeof lens / sizeof *lens; k++) {
+                size_t len = lens[k] < n - first ? lens[k] : n - first;
+                float part[130];
+                cm_nf4_dequantize(packed, absmax_dq, 64, first, len, part);
+                slices_ok &= memcmp(part, deq_g + first, len * 4) == 0;
+            }
+        }
+        CHECK(slices_ok);
         /* slices of whole blocks give the same bytes */
         if (n % 128 == 0 && n >= 256) {
             uint8_t *p2 = malloc(n / 2);
