@@ -66,6 +66,23 @@ try {
   await page.waitForFunction(() => document.querySelectorAll('.message.assistant[data-done="true"]').length === 2,
                              null, { timeout: 20000 });
   ok((await page.$$(".message.user")).length === 2, "a second turn in the same conversation");
+  // Stop ends a long reply early and keeps what came
+  await page.click("#clear");
+  await page.fill("#max-tokens", "400");
+  await page.fill("#input", "Tell me a long story");
+  await page.click("#send");
+  await page.waitForFunction(() => (document.querySelector(".message.assistant")?.textContent || "").length > 0,
+                             null, { timeout: 20000 });
+  await page.click("#stop");
+  await page.waitForSelector('.message.assistant[data-done="true"]', { timeout: 20000 });
+  const cut = await page.textContent(".message.assistant");
+  const full = await call(srv.base, "POST", "/v1/chat/completions",
+                          { model: "beta", messages: [{ role: "user", content: "Tell me a long story" }], max_tokens: 400,
+                            temperature: 0 });
+  const whole = full.json.choices[0].message.content;
+  ok((await page.textContent("#status")) === "Stopped." && cut.length > 0 && cut.length < whole.length &&
+     whole.startsWith(cut), `Stop ends the reply early (${cut.length} of ${whole.length} characters)`);
+  ok(await page.isEnabled("#send"), "and the page takes the next message");
 
   // ----------------------------------------------------------------------------------------- arena
   await page.goto(srv.base + "/arena");
