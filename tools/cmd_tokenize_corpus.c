@@ -2,6 +2,7 @@
  * with any tokenizer camelid reads, written in order as token shards (camelid/shards.h). */
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +19,8 @@
 #include "commands.h"
 
 static const char *help =
-    "usage: camelid tokenize-corpus --tokenizer FILE IN... --out DIR [options]\n"
+    "usage: camelid tokenize-corpus --tokenizer FILE IN... --out DIR [--val-frac F] [--seq T] [--doc-sep TEXT]\n"
+    "                               [--shard-tokens N] [-t N]\n"
     "\n"
     "Tokenize text into the token shards `camelid train` reads: DIR/train_NNNNN.bin, DIR/val_NNNNN.bin and\n"
     "DIR/manifest.json. Every document is written as BOS followed by its tokens (no EOS), in input order.\n"
@@ -39,6 +41,14 @@ static const char *help =
     "  --shard-tokens N    tokens per shard at most (default 67108864 = 2^26)\n"
     "  -t, --threads N     threads for encoding (default: all cores)\n"
     "  -h, --help          this help\n";
+
+/* ^C / SIGTERM: stop between batches, so the half-written data set is removed and DIR stays as it was */
+static volatile sig_atomic_t stop_requested = 0;
+
+static void on_signal(int sig) {
+    (void)sig;
+    stop_requested = 1;
+}
 
 static double now(void) {
     struct timespec ts;
@@ -70,7 +80,7 @@ typedef struct {
     batch b;
     cm_pool *pool;
     cm_shards_writer *w;
-    const char *file;
+    const char *file, *out;
     int64_t doc_in_file; /* documents of this file already written */
     uint64_t bytes_done, bytes_total;
     bool tty;
@@ -108,6 +118,7 @@ static void progress(run_ctx *r, bool final) {
 /* Encode the batch and append its documents to the shards. */
 static cm_status flush_batch(run_ctx *r) {
     batch *b = &r->b;
+    if (stop_requested) return cm_error(CM_ERR_IO, "interrupted; %s is left as it was", r->out);
     if (b->n == 0) return CM_OK;
     atomic_store(&b->next, 0);
     cm_pool_run(r->pool, encode_part, b);
@@ -151,6 +162,7 @@ static cm_status add_piece(run_ctx *r, const char *text, size_t len, bool starts
 
 static cm_status on_doc(void *user, const char *text, size_t len) {
     run_ctx *r = user;
+    if (stop_requested) return flush_batch(r);
     for (size_t pos = 0; pos < len || pos == 0;) {
         size_t end = len - pos > PIECE_BYTES ? cm_tokenizer_split_point(r->b.tok, text, len, pos + PIECE_BYTES) : len;
         CM_TRY(add_piece(r, text + pos, end - pos, pos == 0));
@@ -212,6 +224,11 @@ int cmd_tokenize_corpus(int argc, char **argv) {
         }
         r.bytes_total += (uint64_t)sb.st_size;
     }
+    /* from here on ^C stops cleanly (before, it kills the process while nothing is written yet) */
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     if (cm_tokenizer_open(tok_path, 0, &tok) != CM_OK) {
         cli_fail_status();
         goto done;
@@ -243,6 +260,7 @@ int cmd_tokenize_corpus(int argc, char **argv) {
         goto done;
     }
     r.tty = isatty(STDERR_FILENO);
+    r.out = out;
     r.t0 = now();
     for (int i = 0; i < n_in; i++) {
         r.file = in[i];
@@ -252,10 +270,16 @@ int cmd_tokenize_corpus(int argc, char **argv) {
         if (st) {
             if (r.tty) fputc('\n', stderr);
             cli_fail_status();
+            if (stop_requested) rc = 130;
             goto done;
         }
     }
     progress(&r, true);
+    if (stop_requested) {
+        rc = 130;
+        cli_fail("interrupted; %s is left as it was", out);
+        goto done;
+    }
     double el = now() - r.t0;
     int64_t total = cm_shards_writer_n_tokens(r.w), val = 0;
     if (val_frac > 0) {

@@ -127,6 +127,16 @@ err_case tokenize-corpus "missing input" "not a readable file" --tokenizer "$TOK
 err_case tokenize-corpus "bad --val-frac" "--val-frac" --tokenizer "$TOK" "$TMP/docs.txt" --out "$TMP/data" --val-frac 1
 "$BIN" train-tokenizer --vocab-size 260 "$CS/german.txt" --out "$TMP/nobos/tokenizer.json" 2>/dev/null
 err_case tokenize-corpus "no BOS" "no BOS token" --tokenizer "$TMP/nobos/tokenizer.json" "$TMP/stories.txt" --out "$TMP/data"
+# ^C while tokenizing: exit status 130, nothing of the new data set left
+for i in $(seq 1 12); do cat "$SHARED/data/corpora/war-and-peace/war-and-peace.txt"; done >"$TMP/big.txt"
+"$BIN" tokenize-corpus --tokenizer "$TOK" "$TMP/big.txt" --out "$TMP/data" -t 1 2>"$TMP/err" &
+pid=$!
+sleep 0.3
+kill -INT $pid
+wait $pid
+st=$?
+[ $st -eq 130 ] && pass "^C: exit status 130" || fail "^C: exit status $st: $(cat "$TMP/err")"
+rm -f "$TMP/big.txt"
 [ "$(ls -A "$TMP/data" | sort | tr '\n' ' ')" = "$before" ] && pass "failed runs leave the data set as it was" ||
     fail "data folder changed: $(ls -A "$TMP/data")"
 
