@@ -58,18 +58,15 @@ typedef struct {
     size_t part_floats;
 } nf4_job;
 
-/* The lane order: position g*G + m*V + L holds value g*G + 8L + (m ^ 1) (zero past the row). */
-static int lane_source(int pos, int lanes, int cols) {
-    int G = 8 * lanes, g = pos / G, m = pos % G / lanes, L = pos % lanes;
-    int src = g * G + 8 * L + (m ^ 1);
-    return src < cols ? src : -1;
-}
-
+/* x in the lane order: position g*G + m*V + L holds value g*G + 8L + (m ^ 1) (zero past the row). */
 static void permute_row(const float *x, int cols, int colsp, int lanes, float *out) {
-    for (int p = 0; p < colsp; p++) {
-        int s = lane_source(p, lanes, cols);
-        out[p] = s >= 0 ? x[s] : 0.0f;
-    }
+    const int G = 8 * lanes;
+    for (int g0 = 0; g0 < colsp; g0 += G)
+        for (int m = 0; m < 8; m++)
+            for (int L = 0; L < lanes; L++) {
+                int src = g0 + 8 * L + (m ^ 1);
+                out[g0 + m * lanes + L] = src < cols ? x[src] : 0.0f;
+            }
 }
 
 /* The rows [r0, r1) of a thread: whole blocks of `block` rows; the last thread also takes the leftover rows. */
@@ -463,10 +460,16 @@ static void pack_worker(void *arg, int thread, int n_threads) {
         float *dst = j->xq + (size_t)p * j->colsp * P;
         int valid = j->n - p * P < P ? j->n - p * P : P;
         const float *src = j->x + (size_t)p * P * j->cols;
-        for (int k = 0; k < j->colsp; k++) {
-            int s = lane_source(k, j->lanes, j->cols);
-            float *d = dst + (size_t)k * P;
-            for (int t = 0; t < P; t++) d[t] = s >= 0 && t < valid ? src[(size_t)t * j->cols + s] : 0.0f;
+        /* a group of columns at a time: its G x P block stays in L1 while the tokens' rows stream */
+        const int G = 8 * j->lanes;
+        for (int g0 = 0; g0 < j->colsp; g0 += G) {
+            float *d = dst + (size_t)g0 * P;
+            for (int t = 0; t < P; t++)
+                for (int m = 0; m < 8; m++)
+                    for (int L = 0; L < j->lanes; L++) {
+                        int s = g0 + 8 * L + (m ^ 1);
+                        d[(size_t)(m * j->lanes + L) * P + t] = s < j->cols && t < valid ? src[(size_t)t * j->cols + s] : 0.0f;
+                    }
         }
     }
 }
