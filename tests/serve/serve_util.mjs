@@ -15,11 +15,17 @@ export const ok = (cond, what, extra = "") => {
 };
 export const failed = () => failures;
 
+// Servers still running when the test ends (an assertion threw) are killed, never left behind.
+const running = new Set();
+process.on("exit", () => { for (const p of running) p.kill("SIGKILL"); });
+
 // Start the server on a free port with `args` after the binary; resolves once it is ready.
 export async function startServer(args, logPath) {
   const log = fs.openSync(logPath, "a");
   const from = fs.fstatSync(log).size; /* the log may hold earlier servers' lines */
   const proc = spawn(BIN, ["serve", ...args, "--port", "0"], { stdio: ["ignore", "ignore", log] });
+  running.add(proc);
+  proc.once("exit", () => running.delete(proc));
   const deadline = Date.now() + 30000;
   for (;;) {
     const text = fs.readFileSync(logPath).subarray(from).toString("utf8");
