@@ -4,6 +4,7 @@
  * name, every file fsynced, then renamed into place; only then does RUN_DIR/latest (itself written atomically)
  * point to it and the previous one is removed. A crash at any moment leaves the previous checkpoint whole. */
 #include <dirent.h>
+#include <jansson.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -229,5 +230,27 @@ cm_status cm_train_checkpoint_load(const char *ckpt_dir, cm_params *p, float *m,
     if (!st) st = cm_read_file(state, 1 << 20, state_json, &len);
     free(opt);
     free(state);
+    return st;
+}
+
+cm_status cm_train_truncate_log(const char *path, int last_step) {
+    if (!cm_path_exists(path)) return CM_OK;
+    char *text;
+    size_t len;
+    CM_TRY(cm_read_file(path, (size_t)1 << 30, &text, &len));
+    size_t keep = 0;
+    for (size_t i = 0; i < len;) {
+        char *nl = memchr(text + i, '\n', len - i);
+        size_t end = nl ? (size_t)(nl - text) + 1 : len;
+        json_t *j = json_loadb(text + i, end - i, 0, NULL);
+        json_t *s = j ? json_object_get(j, "step") : NULL;
+        bool ok = nl && s && json_is_integer(s) && json_integer_value(s) <= last_step;
+        json_decref(j);
+        if (!ok) break;
+        keep = end;
+        i = end;
+    }
+    cm_status st = cm_write_file_atomic(path, text, keep);
+    free(text);
     return st;
 }

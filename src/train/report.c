@@ -106,7 +106,11 @@ cm_status cm_train_report(const char *out_dir, const char *title) {
         char *nl = memchr(text + i, '\n', len - i);
         size_t end = nl ? (size_t)(nl - text) + 1 : len;
         json_t *j = json_loadb(text + i, end - i, 0, NULL);
-        if (j && json_is_integer(json_object_get(j, "step"))) {
+        json_t *loss = j ? json_object_get(j, "loss") : NULL, *val_only = j ? json_object_get(j, "val_loss") : NULL;
+        if (j && !loss && val_only && s.n > 0 &&
+            (double)json_integer_value(json_object_get(j, "step")) == s.step[s.n - 1]) {
+            s.val[s.n - 1] = json_number_value(val_only); /* an evaluation line of the step just logged */
+        } else if (j && loss && json_is_integer(json_object_get(j, "step"))) {
             json_t *v = json_object_get(j, "val_loss");
             if (series_push(&s, (double)json_integer_value(json_object_get(j, "step")),
                             json_number_value(json_object_get(j, "loss")), v ? json_number_value(v) : NAN,

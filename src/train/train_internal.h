@@ -21,6 +21,8 @@ cm_status cm_train_checkpoint_commit(const char *out_dir, int step, const char *
 cm_status cm_train_write_moments(const char *path, const cm_param_tensor *tensors, int n_tensors, const float *m,
                                  const float *v);
 cm_status cm_train_read_moments(const char *path, const cm_param_tensor *tensors, int n_tensors, float *m, float *v);
+/* On resume: keep the log lines up to `last_step` (the steps that run again go), rewritten atomically. */
+cm_status cm_train_truncate_log(const char *path, int last_step);
 /* rm -r of a folder of plain files. */
 cm_status cm_train_remove_dir(const char *dir);
 
