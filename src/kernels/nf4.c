@@ -395,7 +395,7 @@ void cm_matmul_nf4(float *y, const float *x, int n, const cm_nf4_weight *w, cm_p
     cm_matmul_nf4_multi(&y, x, n, &w, 1, pool);
 }
 
-/* ---- the transpose product ---- */
+/* ---- the transpose product: the generic path (nf4_simd.c has the register-tiled one) ---- */
 
 /* Each thread owns a range of dx's columns: it decodes that slice of a panel of W's rows once, then adds the
  * panel's rows into every token's slice of dx (which stays in L1 across the panel). */
@@ -438,8 +438,12 @@ static void t_worker(void *arg, int thread, int n_threads) {
 void cm_matmul_nf4_t(float *dx, const float *dy, int n, const cm_nf4_weight *w, bool accumulate,
                      cm_pool *pool) {
     if (n <= 0) return;
+    if ((size_t)w->rows * (size_t)w->cols * (size_t)n < 16384) pool = NULL;
+    cm_isa isa = cm_isa_active();
+    if (isa != CM_ISA_SCALAR && cm_nf4_simd_ok(w, w->cols) &&
+        cm_nf4_matmul_t_simd(dx, dy, n, w, accumulate, pool, isa) == 0)
+        return;
     t_job j = {dx, dy, w, n, accumulate, {0}};
     cm_vec_ops_get(&j.ops);
-    if ((size_t)w->rows * (size_t)w->cols * (size_t)n < 16384) pool = NULL;
     cm_pool_run(pool, t_worker, &j);
 }

@@ -15,4 +15,8 @@ bool cm_nf4_simd_ok(const cm_nf4_weight *w, int64_t cols);
 int cm_nf4_matmul_simd(float *const *y, const float *x, int n, const cm_nf4_weight *const *w, int count,
                        cm_pool *pool, cm_isa isa);
 
+/* The transpose product (cm_matmul_nf4_t) on isa: 0, or -1 when out of memory (nothing written). */
+int cm_nf4_matmul_t_simd(float *dx, const float *dy, int n, const cm_nf4_weight *w, bool accumulate, cm_pool *pool,
+                         cm_isa isa);
+
 #endif

@@ -180,10 +180,12 @@ T_AVX512 static void decode512(const cm_nf4_weight *w, int cols, int r, int R, i
     }
 }
 
-/* The R x (16 G) tile of decoded rows wb (kn columns) against one panel of 32 tokens (xp at the chunk's first
- * column), continuing the partial sums in `tile` unless `first`; the sums are left in `tile`. */
-T_AVX512 INLINE void tile512(const float *wb, size_t ld, const float *xp, int kn, float *tile, int first, const int R,
-                             const int G) {
+/* The R x (16 G) tile of decoded weights against one panel of 32 tokens (xp at the chunk's first column),
+ * continuing the partial sums in `tile` unless `first`; the sums are left in `tile`. Weight (i, k) is at
+ * wb[i * si + k * sk]: rows of W (si = the buffer's stride, sk = 1), or columns of W for the transpose product
+ * (si = 1, sk = the stride). */
+T_AVX512 INLINE void tile512(const float *wb, size_t si, size_t sk, const float *xp, int kn, float *tile, int first,
+                             const int R, const int G) {
     __m512 acc[12][2];
     for (int i = 0; i < R; i++)
         for (int g = 0; g < G; g++)
@@ -192,7 +194,7 @@ T_AVX512 INLINE void tile512(const float *wb, size_t ld, const float *xp, int kn
         __m512 x0 = _mm512_load_ps(xp + (size_t)k * 32);
         __m512 x1 = G > 1 ? _mm512_load_ps(xp + (size_t)k * 32 + 16) : x0;
         for (int i = 0; i < R; i++) {
-            __m512 b = _mm512_set1_ps(wb[(size_t)i * ld + k]);
+            __m512 b = _mm512_set1_ps(wb[(size_t)i * si + (size_t)k * sk]);
             acc[i][0] = _mm512_fmadd_ps(b, x0, acc[i][0]);
             if (G > 1) acc[i][1] = _mm512_fmadd_ps(b, x1, acc[i][1]);
         }
@@ -202,9 +204,9 @@ T_AVX512 INLINE void tile512(const float *wb, size_t ld, const float *xp, int kn
 }
 
 #define TILE512(R, G)                                                                                        \
-    T_AVX512 static void tile512_##R##x##G(const float *wb, size_t ld, const float *xp, int kn, float *tile,  \
-                                           int first) {                                                      \
-        tile512(wb, ld, xp, kn, tile, first, R, G);                                                          \
+    T_AVX512 static void tile512_##R##x##G(const float *wb, size_t si, size_t sk, const float *xp, int kn,    \
+                                           float *tile, int first) {                                         \
+        tile512(wb, si, sk, xp, kn, tile, first, R, G);                                                      \
     }
 TILE512(12, 2)
 TILE512(12, 1)
@@ -247,18 +249,18 @@ T_AVX512 static void gemm_band512(const nf4_job *j, const cm_nf4_weight *w, floa
                 float *tile = part ? part + ((size_t)block * panels + p) * (12 * 32) : tile_local;
                 if (valid > 16) {
                     if (R == 12)
-                        tile512_12x2(wb, j->ld, xp, kn, tile, first);
+                        tile512_12x2(wb, j->ld, 1, xp, kn, tile, first);
                     else if (R == 4)
-                        tile512_4x2(wb, j->ld, xp, kn, tile, first);
+                        tile512_4x2(wb, j->ld, 1, xp, kn, tile, first);
                     else
-                        tile512_1x2(wb, j->ld, xp, kn, tile, first);
+                        tile512_1x2(wb, j->ld, 1, xp, kn, tile, first);
                 } else {
                     if (R == 12)
-                        tile512_12x1(wb, j->ld, xp, kn, tile, first);
+                        tile512_12x1(wb, j->ld, 1, xp, kn, tile, first);
                     else if (R == 4)
-                        tile512_4x1(wb, j->ld, xp, kn, tile, first);
+                        tile512_4x1(wb, j->ld, 1, xp, kn, tile, first);
                     else
-                        tile512_1x1(wb, j->ld, xp, kn, tile, first);
+                        tile512_1x1(wb, j->ld, 1, xp, kn, tile, first);
                 }
                 if (last) store_tile(y, rows, r, tile, 32, R, t0, valid);
             }
@@ -354,8 +356,8 @@ T_AVX2 static void decode256(const cm_nf4_weight *w, int cols, int r, int R, int
     }
 }
 
-T_AVX2 INLINE void tile256(const float *wb, size_t ld, const float *xp, int kn, float *tile, int first, const int R,
-                           const int G) {
+T_AVX2 INLINE void tile256(const float *wb, size_t si, size_t sk, const float *xp, int kn, float *tile, int first,
+                           const int R, const int G) {
     __m256 acc[6][2];
     for (int i = 0; i < R; i++)
         for (int g = 0; g < G; g++) acc[i][g] = first ? _mm256_setzero_ps() : _mm256_load_ps(tile + i * 16 + g * 8);
@@ -363,7 +365,7 @@ T_AVX2 INLINE void tile256(const float *wb, size_t ld, const float *xp, int kn, 
         __m256 x0 = _mm256_load_ps(xp + (size_t)k * 16);
         __m256 x1 = G > 1 ? _mm256_load_ps(xp + (size_t)k * 16 + 8) : x0;
         for (int i = 0; i < R; i++) {
-            __m256 b = _mm256_broadcast_ss(wb + (size_t)i * ld + k);
+            __m256 b = _mm256_broadcast_ss(wb + (size_t)i * si + (size_t)k * sk);
             acc[i][0] = _mm256_fmadd_ps(b, x0, acc[i][0]);
             if (G > 1) acc[i][1] = _mm256_fmadd_ps(b, x1, acc[i][1]);
         }
@@ -373,9 +375,9 @@ T_AVX2 INLINE void tile256(const float *wb, size_t ld, const float *xp, int kn, 
 }
 
 #define TILE256(R, G)                                                                                        \
-    T_AVX2 static void tile256_##R##x##G(const float *wb, size_t ld, const float *xp, int kn, float *tile,    \
-                                         int first) {                                                        \
-        tile256(wb, ld, xp, kn, tile, first, R, G);                                                          \
+    T_AVX2 static void tile256_##R##x##G(const float *wb, size_t si, size_t sk, const float *xp, int kn,      \
+                                         float *tile, int first) {                                           \
+        tile256(wb, si, sk, xp, kn, tile, first, R, G);                                                      \
     }
 TILE256(6, 2)
 TILE256(6, 1)
@@ -399,14 +401,14 @@ T_AVX2 static void gemm_band256(const nf4_job *j, const cm_nf4_weight *w, float 
                 float *tile = part ? part + ((size_t)block * panels + p) * (6 * 16) : tile_local;
                 if (valid > 8) {
                     if (R == 6)
-                        tile256_6x2(wb, j->ld, xp, kn, tile, first);
+                        tile256_6x2(wb, j->ld, 1, xp, kn, tile, first);
                     else
-                        tile256_1x2(wb, j->ld, xp, kn, tile, first);
+                        tile256_1x2(wb, j->ld, 1, xp, kn, tile, first);
                 } else {
                     if (R == 6)
-                        tile256_6x1(wb, j->ld, xp, kn, tile, first);
+                        tile256_6x1(wb, j->ld, 1, xp, kn, tile, first);
                     else
-                        tile256_1x1(wb, j->ld, xp, kn, tile, first);
+                        tile256_1x1(wb, j->ld, 1, xp, kn, tile, first);
                 }
                 if (last) store_tile(y, rows, r, tile, 16, R, t0, valid);
             }
@@ -534,11 +536,191 @@ int cm_nf4_matmul_simd(float *const *y, const float *x, int n, const cm_nf4_weig
     return 0;
 }
 
+/* ================================================================ the transpose product */
+
+/* dx[t, c] (+)= sum_r dy[t, r] W[r, c]: the same register tiles with the roles turned: the "rows" of a tile are
+ * 12 (6) columns of W, its k runs over W's rows, and the panels hold dy. Each thread owns a band of W's column
+ * groups: it decodes a chunk of W's rows across its band (lane order, scaled) and runs the tiles down the
+ * columns of that buffer; a tile's outputs go to the columns the lane order maps them to. */
+typedef struct {
+    float *dx;
+    const float *dy;
+    const cm_nf4_weight *w;
+    int n, rows, cols, colsp, lanes, panel, kc;
+    bool accumulate;
+    float *dyp; /* panels [rows][P] of dy */
+    float *scratch, *part;
+    size_t scratch_floats, part_floats;
+} t_job;
+
+static void t_pack_worker(void *arg, int thread, int n_threads) {
+    const t_job *j = arg;
+    int P = j->panel, panels = (j->n + P - 1) / P, p0, p1;
+    cm_split_range(panels, n_threads, thread, &p0, &p1);
+    for (int p = p0; p < p1; p++) {
+        float *dst = j->dyp + (size_t)p * j->rows * P;
+        int valid = j->n - p * P < P ? j->n - p * P : P;
+        for (int k0 = 0; k0 < j->rows; k0 += 16) {
+            int kn = j->rows - k0 < 16 ? j->rows - k0 : 16;
+            for (int t = 0; t < P; t++)
+                for (int k = 0; k < kn; k++)
+                    dst[(size_t)(k0 + k) * P + t] = t < valid ? j->dy[(size_t)(p * P + t) * j->rows + k0 + k] : 0.0f;
+        }
+    }
+}
+
+/* the column of W at lane-order position pos */
+static int lane_column(int pos, int lanes) {
+    int G = 8 * lanes, g = pos / G, m = pos % G / lanes, L = pos % lanes;
+    return g * G + 8 * L + (m ^ 1);
+}
+
+static void t_store(const t_job *j, const float *tile, int P, int R, int pos0, int t0, int valid) {
+    for (int i = 0; i < R; i++) {
+        int c = lane_column(pos0 + i, j->lanes);
+        if (c >= j->cols) continue;
+        for (int t = 0; t < valid; t++) {
+            float *d = j->dx + (size_t)(t0 + t) * j->cols + c;
+            *d = j->accumulate ? *d + tile[i * P + t] : tile[i * P + t];
+        }
+    }
+}
+
+T_AVX512 static void t_band512(const t_job *j, int g0, int g1, float *buf, float *part) {
+    const int P = 32, panels = (j->n + P - 1) / P, bw = (g1 - g0) * 128;
+    const size_t ld = (size_t)bw + 16;
+    float tile_local[12 * 32] __attribute__((aligned(64)));
+    for (int k0 = 0; k0 < j->rows; k0 += j->kc) {
+        const int kn = j->rows - k0 < j->kc ? j->rows - k0 : j->kc, first = k0 == 0, last = k0 + kn == j->rows;
+        decode512(j->w, j->cols, k0, kn, g0, g1, buf, ld);
+        int R;
+        for (int b = 0, block = 0; b < bw; b += R, block++) {
+            R = bw - b >= 12 ? 12 : bw - b >= 4 ? 4 : 1;
+            for (int p = 0; p < panels; p++) {
+                const int t0 = p * P, valid = j->n - t0 < P ? j->n - t0 : P;
+                const float *xp = j->dyp + ((size_t)p * j->rows + (size_t)k0) * P;
+                float *tile = part ? part + ((size_t)block * panels + p) * (12 * 32) : tile_local;
+                if (valid > 16) {
+                    if (R == 12)
+                        tile512_12x2(buf + b, 1, ld, xp, kn, tile, first);
+                    else if (R == 4)
+                        tile512_4x2(buf + b, 1, ld, xp, kn, tile, first);
+                    else
+                        tile512_1x2(buf + b, 1, ld, xp, kn, tile, first);
+                } else {
+                    if (R == 12)
+                        tile512_12x1(buf + b, 1, ld, xp, kn, tile, first);
+                    else if (R == 4)
+                        tile512_4x1(buf + b, 1, ld, xp, kn, tile, first);
+                    else
+                        tile512_1x1(buf + b, 1, ld, xp, kn, tile, first);
+                }
+                if (last) t_store(j, tile, P, R, g0 * 128 + b, t0, valid);
+            }
+        }
+    }
+}
+
+T_AVX2 static void t_band256(const t_job *j, int g0, int g1, float *buf, float *part) {
+    const int P = 16, panels = (j->n + P - 1) / P, bw = (g1 - g0) * 64;
+    const size_t ld = (size_t)bw + 16;
+    float tile_local[6 * 16] __attribute__((aligned(32))) = {0};
+    for (int k0 = 0; k0 < j->rows; k0 += j->kc) {
+        const int kn = j->rows - k0 < j->kc ? j->rows - k0 : j->kc, first = k0 == 0, last = k0 + kn == j->rows;
+        decode256(j->w, j->cols, k0, kn, g0, g1, buf, ld);
+        int R;
+        for (int b = 0, block = 0; b < bw; b += R, block++) {
+            R = bw - b >= 6 ? 6 : 1;
+            for (int p = 0; p < panels; p++) {
+                const int t0 = p * P, valid = j->n - t0 < P ? j->n - t0 : P;
+                const float *xp = j->dyp + ((size_t)p * j->rows + (size_t)k0) * P;
+                float *tile = part ? part + ((size_t)block * panels + p) * (6 * 16) : tile_local;
+                if (valid > 8) {
+                    if (R == 6)
+                        tile256_6x2(buf + b, 1, ld, xp, kn, tile, first);
+                    else
+                        tile256_1x2(buf + b, 1, ld, xp, kn, tile, first);
+                } else {
+                    if (R == 6)
+                        tile256_6x1(buf + b, 1, ld, xp, kn, tile, first);
+                    else
+                        tile256_1x1(buf + b, 1, ld, xp, kn, tile, first);
+                }
+                if (last) t_store(j, tile, P, R, g0 * 64 + b, t0, valid);
+            }
+        }
+    }
+}
+
+static void t_worker(void *arg, int thread, int n_threads) {
+    const t_job *j = arg;
+    int G = 8 * j->lanes, g0, g1;
+    cm_split_range(j->colsp / G, n_threads, thread, &g0, &g1);
+    if (g0 >= g1) return;
+    float *buf = j->scratch + (size_t)thread * j->scratch_floats;
+    float *part = j->part ? j->part + (size_t)thread * j->part_floats : NULL;
+    if (j->lanes == 16)
+        t_band512(j, g0, g1, buf, part);
+    else
+        t_band256(j, g0, g1, buf, part);
+}
+
+int cm_nf4_matmul_t_simd(float *dx, const float *dy, int n, const cm_nf4_weight *w, bool accumulate, cm_pool *pool,
+                         cm_isa isa) {
+    if (isa != CM_ISA_AVX2 && isa != CM_ISA_AVX512) return -1;
+    t_job j;
+    memset(&j, 0, sizeof j);
+    j.dx = dx;
+    j.dy = dy;
+    j.w = w;
+    j.n = n;
+    j.rows = (int)w->rows;
+    j.cols = (int)w->cols;
+    j.accumulate = accumulate;
+    j.lanes = isa == CM_ISA_AVX512 ? 16 : 8;
+    j.panel = j.lanes == 16 ? 32 : 16;
+    int G = 8 * j.lanes, groups = (j.cols + G - 1) / G, threads = cm_pool_size(pool);
+    if (threads > groups) threads = 1, pool = NULL; /* too narrow to share: one group */
+    j.colsp = groups * G;
+    int panels = (n + j.panel - 1) / j.panel, block = j.lanes == 16 ? 12 : 6;
+    int band = (groups + threads - 1) / threads * G; /* the widest band */
+    size_t ld = (size_t)band + 16;
+    /* W's rows in chunks: the decoded chunk of a band about 256 KB, the chunk of the dy panels beside it */
+    j.kc = (int)(((size_t)64 << 10) / ld);
+    if (j.kc < 16) j.kc = 16;
+    if (j.kc > j.rows) j.kc = j.rows;
+    j.scratch_floats = ((size_t)j.kc * ld + 15) & ~(size_t)15;
+    if (j.kc < j.rows) {
+        j.part_floats = ((size_t)band / block + 2) * panels * (size_t)(block * j.panel);
+        j.part = aligned_alloc(64, round64((size_t)threads * j.part_floats * sizeof(float)));
+    }
+    j.dyp = aligned_alloc(64, round64((size_t)panels * j.rows * j.panel * sizeof(float)));
+    j.scratch = aligned_alloc(64, round64((size_t)threads * j.scratch_floats * sizeof(float)));
+    if (!j.dyp || !j.scratch || (j.kc < j.rows && !j.part)) {
+        free(j.dyp);
+        free(j.scratch);
+        free(j.part);
+        return -1;
+    }
+    cm_pool_run(panels > 1 ? pool : NULL, t_pack_worker, &j);
+    cm_pool_run(pool, t_worker, &j);
+    free(j.dyp);
+    free(j.scratch);
+    free(j.part);
+    return 0;
+}
+
 #else /* not x86-64: the generic path only */
 
 int cm_nf4_matmul_simd(float *const *y, const float *x, int n, const cm_nf4_weight *const *w, int count,
                        cm_pool *pool, cm_isa isa) {
     (void)y, (void)x, (void)n, (void)w, (void)count, (void)pool, (void)isa;
+    return -1;
+}
+
+int cm_nf4_matmul_t_simd(float *dx, const float *dy, int n, const cm_nf4_weight *w, bool accumulate, cm_pool *pool,
+                         cm_isa isa) {
+    (void)dx, (void)dy, (void)n, (void)w, (void)accumulate, (void)pool, (void)isa;
     return -1;
 }
 

@@ -330,6 +330,9 @@ static void test_matmul(void) {
     check_transpose(1, 32, 64, pool2);
     check_transpose(7, 45, 300, pool2);
     check_transpose(40, 70, 640, pool2);
+    check_transpose(20, 600, 128, pool2); /* W's rows in chunks, partial tiles */
+    check_transpose(70, 500, 448, pool2); /* a half group at the end of the rows, chunks */
+    check_transpose(3, 13, 64, pool2);    /* one group: one thread */
     CHECK(matmul_failures == 0);
     cm_pool_close(pool2);
 }
