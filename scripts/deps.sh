@@ -3,6 +3,8 @@
 # Usage: scripts/deps.sh [build|test|demo]
 set -euo pipefail
 want=(build-essential cmake pkg-config libjansson-dev libpcre2-dev libsqlite3-dev libmicrohttpd-dev libopenblas-dev)
+# distributed training and evaluation (mpirun, mpi.h); the build works without them, single-process
+want+=(openmpi-bin libopenmpi-dev)
 # make demo trains on the fortune-cookie texts of Debian's fortunes package
 [ "${1:-build}" = demo ] && want+=(fortunes)
 if [ "${1:-build}" = test ]; then

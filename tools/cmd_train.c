@@ -47,7 +47,12 @@ static const char *help =
     "  --ckpt-every K     checkpoint every K steps (default: only at the last step)\n"
     "  --resume           continue RUN_DIR from its latest checkpoint (same --batch, --seq, --seed)\n"
     "  -t, --threads N    threads (default: all cores)\n"
-    "  -h, --help         this help\n";
+    "  -h, --help         this help\n"
+    "data parallel (mpirun -np R camelid train ...):\n"
+    "  --zero 1           ZeRO-1: shard the AdamW moments over the ranks (default 0: every rank holds all)\n"
+    "  --batch is the global batch: each rank runs B/R rows of every micro-batch (B must be a multiple of R) and\n"
+    "  the gradients are summed over the ranks; rank 0 writes the log and the checkpoints, which resume on any\n"
+    "  number of ranks. Give each rank its own cores (-t 1 for one thread each on a small machine).\n";
 
 static volatile sig_atomic_t interrupted = 0;
 static void on_sigint(int sig) {
@@ -107,7 +112,18 @@ static int resolve_config(const char *what, cm_config *c) {
     return 0;
 }
 
+static int train_main(int argc, char **argv, cm_dist **dist);
+
 int cmd_train(int argc, char **argv) {
+    cm_dist *dist = NULL;
+    int rc = train_main(argc, argv, &dist);
+    return cm_dist_close(dist, rc);
+}
+
+/* Parse (no MPI yet: a bad argument ends every rank alike without a job), join the group, build the model and
+ * train. Errors before cm_train_run are this rank's own (printed here); cm_train_run's are agreed by every
+ * rank and printed by rank 0. */
+static int train_main(int argc, char **argv, cm_dist **dist) {
     cm_train_options o;
     cm_train_options_defaults(&o);
     const char *config = NULL, *init_from = NULL, *tok_path = NULL, *schedule = "cosine";
@@ -136,6 +152,7 @@ int cmd_train(int argc, char **argv) {
         {"eval-batches", 0, ARG_INT, &o.eval_batches, NULL},
         {"ckpt-every", 0, ARG_INT, &o.ckpt_every, NULL},
         {"resume", 0, ARG_FLAG, &o.resume, NULL},
+        {"zero", 0, ARG_INT, &o.zero, NULL},
     };
     const char *pos[1];
     int rc = cli_parse_fixed(argc, argv, specs, sizeof specs / sizeof *specs, help, &threads, pos, 1);
@@ -156,6 +173,10 @@ int cmd_train(int argc, char **argv) {
     o.lr.steps = o.steps;
     o.adamw.weight_decay = wd;
     o.threads = threads;
+    if (o.zero != 0 && o.zero != 1) return cli_fail("--zero must be 0 or 1 (ZeRO stage 1 shards the AdamW moments)");
+    if (cm_dist_open(dist) != CM_OK) return cli_fail_status();
+    o.dist = *dist;
+    int rank = cm_dist_rank(*dist);
 
     /* the model: random weights of a shape, or an existing model's */
     cm_model *m = NULL;
@@ -210,8 +231,18 @@ int cmd_train(int argc, char **argv) {
     }
     o.tokenizer = tok;
 
-    progress_ctx pc = {.tty = isatty(2)};
-    o.progress = on_progress;
+    int ranks = cm_dist_size(*dist);
+    if (rank == 0 && (ranks > 1 || o.zero) && o.batch % ranks == 0) {
+        /* the split, and what each rank holds of the optimizer state (the figure ZeRO-1 lowers) */
+        size_t all = 2 * params->n * sizeof(float), mine = cm_train_optimizer_bytes(&o, params->n);
+        fprintf(stderr,
+                "camelid: train: %d rank%s on %d row%s each of the global batch of %d; AdamW moments %.2f MB per "
+                "rank (%s of %.2f MB)\n",
+                ranks, ranks > 1 ? "s" : "", o.batch / ranks, o.batch / ranks == 1 ? "" : "s", o.batch, mine / 1e6,
+                o.zero && ranks > 1 ? "ZeRO-1: a shard" : "all", all / 1e6);
+    }
+    progress_ctx pc = {.tty = isatty(2) && rank == 0};
+    o.progress = rank == 0 ? on_progress : NULL;
     o.user = &pc;
     signal(SIGINT, on_sigint);
     cm_status st = cm_train_run(&o, params);
@@ -219,8 +250,9 @@ int cmd_train(int argc, char **argv) {
     int ret = 0;
     if (st != CM_OK) {
         if (pc.tty) fputc('\n', stderr);
-        ret = cli_fail_status();
-    } else {
+        /* every rank has the same (agreed) error: rank 0 says it */
+        ret = rank == 0 ? cli_fail_status() : 1;
+    } else if (rank == 0) {
         char *latest = NULL, *model_dir = cm_path_join(o.out_dir, "model");
         cm_train_latest_checkpoint(o.out_dir, &latest);
         printf("%s: checkpoint %s, log %s/log.jsonl, report %s/report.html", interrupted ? "interrupted" : "trained",

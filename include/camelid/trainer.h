@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "camelid/dist.h"
 #include "camelid/optim.h"
 #include "camelid/tokenizer.h"
 #include "camelid/train.h"
@@ -40,6 +41,14 @@ typedef struct cm_train_options {
     bool resume;
     bool bf16; /* forward and backward see bf16-rounded weights; the f32 master copy is updated */
     int threads;
+    /* Data parallelism: with a group of R ranks (every rank calls cm_train_run with the same options), each
+     * rank runs rows [r B/R, (r+1) B/R) of every micro-batch (batch must be a multiple of R), gradients are
+     * summed over the ranks, and rank 0 alone writes the log, the checkpoints and the model and calls
+     * `progress`. NULL: one process. */
+    cm_dist *dist;
+    /* 1: ZeRO stage 1, each rank keeps AdamW moments for its contiguous shard of the parameters only
+     * (reduce-scatter the gradients, update the shard, all-gather the parameters); 0: every rank updates all. */
+    int zero;
     /* Called after every step; a nonzero return stops the run after writing a checkpoint. */
     int (*progress)(void *user, const cm_train_progress *p);
     void *user;
@@ -50,8 +59,14 @@ typedef struct cm_train_options {
 void cm_train_options_defaults(cm_train_options *o);
 
 /* Train `params` in place (initial weights; with resume they are replaced by the checkpoint's, whose config
- * must equal params->cfg). */
+ * must equal params->cfg). With a group of ranks, rank 0's initial weights are broadcast, checkpoints hold
+ * the whole optimizer state (gathered to rank 0), so a run written by R ranks resumes on any number, and
+ * an error on any rank ends every rank's call with that error. */
 cm_status cm_train_run(const cm_train_options *o, cm_params *params);
+
+/* Bytes of AdamW moments (m and v) the largest rank holds for n_params parameters under these options: all of
+ * them, or with ZeRO-1 its shard (about 1/R). */
+size_t cm_train_optimizer_bytes(const cm_train_options *o, size_t n_params);
 
 /* The checkpoint folder RUN_DIR/latest points to (heap string), or CM_ERR_NOT_FOUND. */
 cm_status cm_train_latest_checkpoint(const char *out_dir, char **ckpt_dir);
