@@ -43,7 +43,11 @@ static const char *help =
     "\n"
     "A bad task file stops the run with a one-line error naming the file and line; results computed until "
     "then\n"
-    "stay in --out and the store. ^C stops too, keeping what was computed (exit status 130).\n";
+    "stay in --out and the store. ^C stops too, keeping what was computed (exit status 130).\n"
+    "\n"
+    "Under mpirun (mpirun -np R camelid eval ...) each task's requests are split over the ranks in contiguous\n"
+    "shares and rank 0 gathers the answers: the results are those of one process, and only rank 0 writes --out,\n"
+    "the store and the table. Every rank needs the model and the task files at the same paths.\n";
 
 static volatile sig_atomic_t stop_requested = 0;
 
@@ -114,7 +118,17 @@ static void print_table(const char *json) {
     cm_eval_summary_free(rows, n);
 }
 
+static int eval_main(int argc, char **argv, cm_dist **dist);
+
 int cmd_eval(int argc, char **argv) {
+    cm_dist *dist = NULL;
+    int rc = eval_main(argc, argv, &dist);
+    return cm_dist_close(dist, rc);
+}
+
+/* Arguments and task specs are checked before joining the group (a bad one ends every rank alike, without a
+ * job); after that, errors of a task are agreed by every rank and printed by rank 0. */
+static int eval_main(int argc, char **argv, cm_dist **dist) {
     const char *tok_path = NULL, *tasks = NULL, *template_name = NULL, *out = "results.json",
                *store = "camelid.db", *ppl_mode = "lm-eval";
     string_list adapters = {0};
@@ -209,6 +223,13 @@ int cmd_eval(int argc, char **argv) {
         cli_fail("--tasks is empty");
         goto done;
     }
+    if (cm_dist_open(dist) != CM_OK) {
+        cli_fail_status();
+        goto done;
+    }
+    opt.dist = *dist;
+    int rank = cm_dist_rank(*dist);
+    if (rank != 0) out = store = NULL; /* rank 0 writes the results */
     if (cli_open_model(model_path, tok_path, false, &m, &tok, &owned_tok) != 0) goto done;
     for (int i = 0; i < adapters.n; i++) {
         if (cm_model_merge_adapter(m, adapters.items[i]) != CM_OK) {
@@ -217,7 +238,7 @@ int cmd_eval(int argc, char **argv) {
         }
     }
     char sha[65] = "";
-    if (cm_sha256_model_weights(model_path, sha) != CM_OK) {
+    if (rank == 0 && cm_sha256_model_weights(model_path, sha) != CM_OK) {
         cli_fail_status();
         goto done;
     }
@@ -241,7 +262,7 @@ int cmd_eval(int argc, char **argv) {
         cli_fail_status();
         goto done;
     }
-    run_ctx rctx = {.ev = ev, .out = out, .tty = !no_progress && isatty(STDERR_FILENO)};
+    run_ctx rctx = {.ev = ev, .out = out, .tty = rank == 0 && !no_progress && isatty(STDERR_FILENO)};
     cm_eval_hooks hooks = {on_progress, on_checkpoint, &rctx};
     struct sigaction sa = {0}, old_sa;
     sa.sa_handler = on_sigint;
@@ -281,6 +302,11 @@ int cmd_eval(int argc, char **argv) {
             cli_fail_status();
             goto done;
         }
+    }
+    if (rank != 0) { /* the others computed their shares; rank 0 reports */
+        free(error);
+        status = error && !interrupted ? 1 : interrupted ? 130 : 0;
+        goto done;
     }
     print_table(json);
     fflush(stdout);

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "camelid/chat.h"
+#include "camelid/dist.h"
 #include "camelid/eval_lm.h"
 #include "camelid/status.h"
 
@@ -32,6 +33,10 @@ typedef struct cm_eval_options {
     cm_ppl_mode ppl_mode;
     bool use_template; /* generation prompts go through a chat template */
     cm_template_id template_id;
+    /* A group of ranks (every rank runs the same tasks with the same options): each task's requests are split
+     * over the ranks in contiguous shares, and rank 0's document gets every result, the same as one process
+     * computes (only the stats of prefix sharing differ). NULL: one process. */
+    struct cm_dist *dist;
 } cm_eval_options;
 
 cm_eval_options cm_eval_defaults(void);

@@ -49,6 +49,28 @@ cm_status cm_eval_perplexity(cm_eval *ev, cm_lm *lm, const char *path);
 cm_status cm_eval_bigbench(cm_eval *ev, cm_lm *lm, const char *path);
 cm_status cm_eval_snowball(cm_eval *ev, cm_lm *lm, const char *path);
 
+/* Run a task spec's family against lm (no checks, no checkpoint). */
+cm_status ev_dispatch(cm_eval *ev, cm_lm *lm, const char *spec);
+
+/* Requests of a task split over ranks (shard.c): every rank runs the task once against a tape that records
+ * the calls it makes to the model interface (answered with placeholders: the calls a task makes never depend
+ * on earlier answers); each rank computes a contiguous share of the calls; rank 0 gathers the answers and runs
+ * the task again with the tape replaying them in order, so the document is built exactly as one process
+ * builds it. */
+typedef struct ev_tape ev_tape;
+cm_status ev_run_task_sharded(cm_eval *ev, cm_lm *lm, const char *spec, const cm_eval_hooks *hooks);
+/* lm.c: route lm's calls to a tape (NULL: back to the model), add to (or set) its counters, and the
+ * checks the model makes before a call (so that a recorded call fails where a real one would). */
+void ev_lm_set_tape(cm_lm *lm, ev_tape *t);
+void ev_lm_add_stats(cm_lm *lm, const cm_lm_stats *s);
+void ev_lm_set_stats(cm_lm *lm, const cm_lm_stats *s);
+cm_status ev_lm_check_request(cm_lm *lm, cm_ll_request *r);
+cm_status ev_lm_check_generation(const cm_lm *lm, int n_prompt, const cm_lm_gen_params *p);
+/* shard.c: a tape's answers to those calls. */
+cm_status ev_tape_loglikelihood(ev_tape *t, cm_lm *lm, cm_ll_request *reqs, size_t n);
+cm_status ev_tape_generate(ev_tape *t, cm_lm *lm, const int32_t *prompt, int n_prompt, const cm_lm_gen_params *p,
+                           char **text);
+
 /* Generation prompt for a question: through the chat template when one is set (the question as the user's
  * turn), else "Question: {q}\nAnswer:". Token ids malloc'd. */
 cm_status ev_generation_prompt(cm_eval *ev, cm_lm *lm, const char *question, int32_t **ids, int *n);

@@ -88,6 +88,7 @@ cm_status cm_eval_open(const cm_eval_model_info *mi, const cm_eval_options *opt,
                         json_string(opt->ppl_mode == CM_PPL_LLAMACPP ? "llamacpp" : "lm-eval"));
     json_object_set_new(cfg, "random_seed", json_integer((json_int_t)opt->seed));
     json_object_set_new(cfg, "threads", json_integer(mi->n_threads));
+    json_object_set_new(cfg, "ranks", json_integer(cm_dist_size(opt->dist)));
     json_object_set_new(ev->doc, "config", cfg);
     json_object_set_new(ev->doc, "model_name", str_or_null(mi->path));
     json_object_set_new(ev->doc, "model_sha256", str_or_null(mi->sha256));
@@ -375,19 +376,19 @@ cm_status cm_eval_check_spec(const char *spec) {
     return CM_OK;
 }
 
+cm_status ev_dispatch(cm_eval *ev, cm_lm *lm, const char *spec) {
+    const char *data = strchr(spec, ':') + 1;
+    if (!strncmp(spec, "mmlu:", 5)) return cm_eval_mmlu(ev, lm, data);
+    if (!strncmp(spec, "perplexity:", 11)) return cm_eval_perplexity(ev, lm, data);
+    if (!strncmp(spec, "bigbench:", 9)) return cm_eval_bigbench(ev, lm, data);
+    return cm_eval_snowball(ev, lm, data);
+}
+
 cm_status cm_eval_run_task(cm_eval *ev, cm_lm *lm, const char *spec, const cm_eval_hooks *hooks) {
     CM_TRY(cm_eval_check_spec(spec));
+    if (cm_dist_size(ev->opt.dist) > 1) return ev_run_task_sharded(ev, lm, spec, hooks);
     ev->hooks = hooks;
-    const char *data = strchr(spec, ':') + 1;
-    cm_status st;
-    if (!strncmp(spec, "mmlu:", 5))
-        st = cm_eval_mmlu(ev, lm, data);
-    else if (!strncmp(spec, "perplexity:", 11))
-        st = cm_eval_perplexity(ev, lm, data);
-    else if (!strncmp(spec, "bigbench:", 9))
-        st = cm_eval_bigbench(ev, lm, data);
-    else
-        st = cm_eval_snowball(ev, lm, data);
+    cm_status st = ev_dispatch(ev, lm, spec);
     ev_checkpoint(ev);
     ev->hooks = NULL;
     return st;

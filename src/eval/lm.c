@@ -9,6 +9,7 @@
 #include "camelid/generate.h"
 #include "camelid/llama.h"
 #include "camelid/sampler.h"
+#include "eval_internal.h"
 
 struct cm_lm {
     const cm_model *m;
@@ -24,7 +25,27 @@ struct cm_lm {
     int saved_lo, saved_hi, rows_cap;
     int32_t *inp; /* scratch: one request's model input */
     cm_lm_stats stats;
+    ev_tape *tape; /* when set, calls go to the tape (recorded or replayed) instead of the model (shard.c) */
 };
+
+void ev_lm_set_tape(cm_lm *lm, ev_tape *t) {
+    lm->tape = t;
+}
+
+void ev_lm_set_stats(cm_lm *lm, const cm_lm_stats *s) {
+    lm->stats = *s;
+}
+
+void ev_lm_add_stats(cm_lm *lm, const cm_lm_stats *s) {
+    lm->stats.n_requests += s->n_requests;
+    lm->stats.n_truncated += s->n_truncated;
+    lm->stats.tokens_scored += s->tokens_scored;
+    lm->stats.tokens_forwarded += s->tokens_forwarded;
+    lm->stats.tokens_requested += s->tokens_requested;
+    lm->stats.forward_seconds += s->forward_seconds;
+    lm->stats.n_generated += s->n_generated;
+    lm->stats.generate_seconds += s->generate_seconds;
+}
 
 static double now_seconds(void) {
     struct timespec ts;
@@ -122,14 +143,26 @@ static double row_logprob(const float *row, int vocab, int token, bool *greedy) 
     return (double)row[token] - mx - log(sum);
 }
 
-static cm_status score_one(cm_lm *lm, cm_ll_request *r) {
+/* The checks a request must pass; sets its truncation flag and returns the model input's length in *N. */
+static cm_status check_request(const cm_lm *lm, cm_ll_request *r, int32_t *inp, int *N) {
     if (r->n_cont < 1) return cm_error(CM_ERR_ARG, "loglikelihood: empty continuation");
     if (r->n_cont > lm->ctx)
         return cm_error(CM_ERR_ARG,
                         "loglikelihood: a continuation of %d tokens is longer than the context of %d",
                         r->n_cont, lm->ctx);
-    int N = request_input(r, lm->ctx, lm->inp, &r->truncated);
-    if (N < 1) return cm_error(CM_ERR_ARG, "loglikelihood: a request without context (not even BOS)");
+    *N = request_input(r, lm->ctx, inp, &r->truncated);
+    if (*N < 1) return cm_error(CM_ERR_ARG, "loglikelihood: a request without context (not even BOS)");
+    return CM_OK;
+}
+
+cm_status ev_lm_check_request(cm_lm *lm, cm_ll_request *r) {
+    int N;
+    return check_request(lm, r, lm->inp, &N);
+}
+
+static cm_status score_one(cm_lm *lm, cm_ll_request *r) {
+    int N;
+    CM_TRY(check_request(lm, r, lm->inp, &N));
     const int32_t *inp = lm->inp;
     int q = N - r->n_cont; /* logits rows [q, N) predict the continuation */
     int l = 0;
@@ -203,6 +236,7 @@ static int cmp_requests(const void *a, const void *b) {
 
 cm_status cm_lm_loglikelihood(cm_lm *lm, cm_ll_request *reqs, size_t n) {
     if (n == 0) return CM_OK;
+    if (lm->tape) return ev_tape_loglikelihood(lm->tape, lm, reqs, n);
     ordered_request *order = malloc(n * sizeof *order);
     if (!order) return cm_error(CM_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < n; i++) order[i] = (ordered_request){&reqs[i], i};
@@ -289,12 +323,18 @@ static int collect_text(void *user, const char *text, size_t len) {
     return 0;
 }
 
-cm_status cm_lm_generate_tokens(cm_lm *lm, const int32_t *prompt, int n_prompt, const cm_lm_gen_params *p,
-                                char **text) {
-    *text = NULL;
+cm_status ev_lm_check_generation(const cm_lm *lm, int n_prompt, const cm_lm_gen_params *p) {
     if (p->max_tokens < 1 || p->max_tokens >= lm->ctx)
         return cm_error(CM_ERR_ARG, "generate: max tokens %d must be in 1..%d", p->max_tokens, lm->ctx - 1);
     if (n_prompt < 1) return cm_error(CM_ERR_ARG, "generate: the prompt is empty (not even BOS)");
+    return CM_OK;
+}
+
+cm_status cm_lm_generate_tokens(cm_lm *lm, const int32_t *prompt, int n_prompt, const cm_lm_gen_params *p,
+                                char **text) {
+    *text = NULL;
+    CM_TRY(ev_lm_check_generation(lm, n_prompt, p));
+    if (lm->tape) return ev_tape_generate(lm->tape, lm, prompt, n_prompt, p, text);
     int room = lm->ctx - p->max_tokens;
     if (n_prompt > room) {
         prompt += n_prompt - room;
