@@ -50,6 +50,9 @@ uint8_t cm_nf4_quantize_map(const float map[256], float s);
  * independent: a tensor can be quantized a slice at a time when every slice but the last starts and ends on a
  * block boundary (then at packed + first / 2 and absmax + first / blocksize). */
 void cm_nf4_quantize(const float *x, size_t n, int blocksize, uint8_t *packed, float *absmax);
+/* Only the block absmax values of cm_nf4_quantize (a first pass, when the scales must be known before the
+ * codes are written). */
+void cm_nf4_absmax(const float *x, size_t n, int blocksize, float *absmax);
 /* out[i] = code[q_i] * absmax[i / blocksize] for the n values from flat index `first` of a packed tensor. */
 void cm_nf4_dequantize(const uint8_t *packed, const float *absmax, int blocksize, size_t first, size_t n,
                        float *out);

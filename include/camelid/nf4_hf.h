@@ -50,8 +50,10 @@ typedef struct cm_nf4_save_stats {
  * (blocks of 64, and with `double_quant` the scales double-quantized) and the embedding, head and norms in
  * BF16, and the tokenizer: with `tok`, files made from it; without, the input folder's tokenizer files
  * (tokenizer.json, tokenizer.model, tokenizer_config.json, special_tokens_map.json, ...) copied as they are.
- * Streams: one linear's rows are read a slice at a time from the (mapped) input and its codes written at once,
- * so a model larger than memory can be quantized. Rows are quantized on `n_threads`. q/k rows go to HF's
+ * Streams: a linear's rows are read a slice at a time from the (mapped) input, twice (its block scales first,
+ * for the f32 tensors that come first in the file; then its codes, written as they are made), so a model larger
+ * than memory can be quantized. Tensors are stored by alignment (f32, then BF16, then bytes), as the safetensors
+ * library orders them. Rows are quantized on `n_threads`. q/k rows go to HF's
  * rotate-half order first when the input is interleaved (GGUF, llama2.c). `stats` may be NULL. */
 cm_status cm_model_save_nf4(const cm_model *m, const cm_tokenizer *tok, const char *dir, bool double_quant,
                             int n_threads, cm_nf4_save_stats *stats);

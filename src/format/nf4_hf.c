@@ -361,6 +361,7 @@ typedef struct {
     cm_safetensors_writer *st;
     cm_pool *pool;
     bool double_quant;
+    float *offsets;             /* per item: the double quantization's offset, for its quant state */
     char **qs_names, **qs_json; /* quant-state blobs, written after all the data */
     int n_qs;
     cm_nf4_save_stats stats;
@@ -382,6 +383,7 @@ typedef struct {
     uint8_t *packed;
     float *absmax; /* the slice's first block */
     size_t n;      /* values in the slice */
+    bool scales_only;
 } slice_job;
 
 static void rows_worker(void *arg, int thread, int n_threads) {
@@ -399,7 +401,10 @@ static void quant_worker(void *arg, int thread, int n_threads) {
     if (a >= b) return;
     size_t first = (size_t)a * CM_NF4_BLOCKSIZE, end = (size_t)b * CM_NF4_BLOCKSIZE;
     if (end > j->n) end = j->n;
-    cm_nf4_quantize(j->x + first, end - first, CM_NF4_BLOCKSIZE, j->packed + first / 2, j->absmax + a);
+    if (j->scales_only)
+        cm_nf4_absmax(j->x + first, end - first, CM_NF4_BLOCKSIZE, j->absmax + a);
+    else
+        cm_nf4_quantize(j->x + first, end - first, CM_NF4_BLOCKSIZE, j->packed + first / 2, j->absmax + a);
 }
 
 /* Rows per slice: about 4 MB of f32, and a whole number of 64-value blocks per slice (so that every slice but
@@ -425,7 +430,7 @@ static cm_status write_matrix(saver *s, const item *it) {
     cm_status st = x && h ? CM_OK : cm_error(CM_ERR_NOMEM, "out of memory writing \"%s\"", it->name);
     for (int64_t r0 = 0; st == CM_OK && r0 < w->rows; r0 += per) {
         int nrows = (int)(w->rows - r0 < per ? w->rows - r0 : per);
-        slice_job j = {it, r0, nrows, x, NULL, NULL, 0};
+        slice_job j = {it, r0, nrows, x, NULL, NULL, 0, false};
         cm_pool_run(s->pool, rows_worker, &j);
         size_t n = (size_t)nrows * (size_t)w->cols;
         cm_convert_from_f32(CM_DTYPE_BF16, x, h, n);
@@ -457,49 +462,77 @@ static cm_status add_named(saver *s, const char *base, const char *suffix, cm_dt
                                      (size_t)n * cm_dtype_block_bytes(dt));
 }
 
-static cm_status write_nf4(saver *s, const item *it) {
+/* One pass over a linear's rows, a slice at a time: the block absmax values (scales_only), or also the codes,
+ * each slice's written to the file as it is made. */
+static cm_status nf4_pass(saver *s, const item *it, float *absmax, bool scales_only) {
     const cm_weight *w = it->w;
-    size_t n = (size_t)w->rows * (size_t)w->cols, nb = cm_nf4_n_blocks(n, CM_NF4_BLOCKSIZE);
-    int64_t shape[2] = {(int64_t)((n + 1) / 2), 1};
-    CM_TRY(cm_safetensors_stream_begin(s->st, it->name, CM_DTYPE_U8, 2, shape));
     int per = slice_rows(w->cols);
-    float *x = malloc((size_t)per * (size_t)w->cols * sizeof(float)), *absmax = malloc(nb * sizeof(float));
-    uint8_t *packed = malloc((size_t)per * (size_t)w->cols / 2 + 1);
-    cm_status st = x && absmax && packed ? CM_OK : cm_error(CM_ERR_NOMEM, "out of memory quantizing \"%s\"", it->name);
-    /* the codes, a slice of rows at a time, straight to the file; the block absmax values stay */
+    float *x = malloc((size_t)per * (size_t)w->cols * sizeof(float));
+    uint8_t *packed = scales_only ? NULL : malloc((size_t)per * (size_t)w->cols / 2 + 1);
+    cm_status st = x && (scales_only || packed) ? CM_OK
+                                                : cm_error(CM_ERR_NOMEM, "out of memory quantizing \"%s\"", it->name);
     for (int64_t r0 = 0; st == CM_OK && r0 < w->rows; r0 += per) {
         int nrows = (int)(w->rows - r0 < per ? w->rows - r0 : per);
         size_t first = (size_t)r0 * (size_t)w->cols;
-        slice_job j = {it, r0, nrows, x, packed, absmax + first / CM_NF4_BLOCKSIZE, (size_t)nrows * (size_t)w->cols};
+        slice_job j = {it,     r0, nrows, x, packed, absmax + first / CM_NF4_BLOCKSIZE, (size_t)nrows * (size_t)w->cols,
+                       scales_only};
         cm_pool_run(s->pool, rows_worker, &j);
         cm_pool_run(s->pool, quant_worker, &j);
-        st = cm_safetensors_stream_write(s->st, packed, (j.n + 1) / 2);
+        if (!scales_only) st = cm_safetensors_stream_write(s->st, packed, (j.n + 1) / 2);
     }
     free(x);
     free(packed);
-    cm_nf4_quant_state qs = {CM_NF4_BLOCKSIZE, {w->rows, w->cols}, "", s->double_quant, 0, 0.0f};
-    snprintf(qs.dtype, sizeof qs.dtype, "%s", cm_torch_dtype_name(w->dtype));
+    return st;
+}
+
+/* A linear's f32 tensors: its scales (the nested ones with double quantization, after a first pass over the
+ * weight), quant_map and nested_quant_map. */
+static cm_status write_nf4_f32(saver *s, const item *it, float *offset) {
+    const cm_weight *w = it->w;
+    size_t n = (size_t)w->rows * (size_t)w->cols, nb = cm_nf4_n_blocks(n, CM_NF4_BLOCKSIZE),
+           nn = cm_nf4_n_blocks(nb, CM_NF4_NESTED_BLOCKSIZE);
+    float *absmax = malloc(nb * sizeof(float)), *nested = malloc(nn * sizeof(float));
+    uint8_t *q = malloc(nb);
+    cm_status st = absmax && nested && q ? CM_OK : cm_error(CM_ERR_NOMEM, "out of memory quantizing \"%s\"", it->name);
+    if (st == CM_OK) st = nf4_pass(s, it, absmax, true);
     if (st == CM_OK && s->double_quant) {
-        size_t nn = cm_nf4_n_blocks(nb, CM_NF4_NESTED_BLOCKSIZE);
-        uint8_t *q = malloc(nb);
-        float *nested = malloc(nn * sizeof(float));
-        st = q && nested ? CM_OK : cm_error(CM_ERR_NOMEM, "out of memory");
-        if (st == CM_OK) {
-            cm_nf4_double_quant(absmax, nb, q, nested, &qs.nested_offset);
-            qs.nested_blocksize = CM_NF4_NESTED_BLOCKSIZE;
-            st = add_named(s, it->name, ".absmax", CM_DTYPE_U8, (int64_t)nb, q);
-        }
-        if (st == CM_OK) st = add_named(s, it->name, ".quant_map", CM_DTYPE_F32, 16, cm_nf4_code);
-        if (st == CM_OK) st = add_named(s, it->name, ".nested_absmax", CM_DTYPE_F32, (int64_t)nn, nested);
+        cm_nf4_double_quant(absmax, nb, q, nested, offset);
+        st = add_named(s, it->name, ".nested_absmax", CM_DTYPE_F32, (int64_t)nn, nested);
         if (st == CM_OK) st = add_named(s, it->name, ".nested_quant_map", CM_DTYPE_F32, 256, cm_nf4_dynamic_map);
-        free(q);
-        free(nested);
     } else if (st == CM_OK) {
         st = add_named(s, it->name, ".absmax", CM_DTYPE_F32, (int64_t)nb, absmax);
-        if (st == CM_OK) st = add_named(s, it->name, ".quant_map", CM_DTYPE_F32, 16, cm_nf4_code);
     }
-    free(absmax);
-    /* the quant state's length depends on the offset: its blob goes after all the data */
+    if (st == CM_OK) st = add_named(s, it->name, ".quant_map", CM_DTYPE_F32, 16, cm_nf4_code);
+    free(absmax), free(nested), free(q);
+    return st;
+}
+
+/* A linear's bytes: the packed codes, streamed from a second pass, then (double quantization) the 8-bit scales,
+ * which that pass also gives; the quant state is kept for the end. */
+static cm_status write_nf4_u8(saver *s, const item *it, float offset) {
+    const cm_weight *w = it->w;
+    size_t n = (size_t)w->rows * (size_t)w->cols, nb = cm_nf4_n_blocks(n, CM_NF4_BLOCKSIZE),
+           nn = cm_nf4_n_blocks(nb, CM_NF4_NESTED_BLOCKSIZE);
+    int64_t shape[2] = {(int64_t)((n + 1) / 2), 1};
+    CM_TRY(cm_safetensors_stream_begin(s->st, it->name, CM_DTYPE_U8, 2, shape));
+    float *absmax = malloc(nb * sizeof(float)), *nested = malloc(nn * sizeof(float)), again;
+    uint8_t *q = malloc(nb);
+    cm_status st = absmax && nested && q ? CM_OK : cm_error(CM_ERR_NOMEM, "out of memory quantizing \"%s\"", it->name);
+    if (st == CM_OK) st = nf4_pass(s, it, absmax, false);
+    if (st == CM_OK && s->double_quant) {
+        cm_nf4_double_quant(absmax, nb, q, nested, &again);
+        /* the first pass saw the same weights: the same scales, bit for bit */
+        if (memcmp(&again, &offset, sizeof offset) != 0)
+            st = cm_error(CM_ERR_IO, "\"%s\": the input changed while it was being quantized", it->name);
+        if (st == CM_OK) st = add_named(s, it->name, ".absmax", CM_DTYPE_U8, (int64_t)nb, q);
+    }
+    free(absmax), free(nested), free(q);
+    cm_nf4_quant_state qs = {CM_NF4_BLOCKSIZE, {w->rows, w->cols}, "", s->double_quant, 0, 0.0f};
+    snprintf(qs.dtype, sizeof qs.dtype, "%s", cm_torch_dtype_name(w->dtype));
+    if (s->double_quant) {
+        qs.nested_blocksize = CM_NF4_NESTED_BLOCKSIZE;
+        qs.nested_offset = offset;
+    }
     char *json = NULL, *qs_name = malloc(strlen(it->name) + sizeof QS_SUFFIX);
     if (st == CM_OK) st = qs_name ? cm_nf4_quant_state_json(&qs, &json) : cm_error(CM_ERR_NOMEM, "out of memory");
     if (st != CM_OK) {
@@ -590,10 +623,11 @@ cm_status cm_model_save_nf4(const cm_model *m, const cm_tokenizer *tok, const ch
         return cm_error(CM_ERR_UNSUPPORTED, "%s: the token embedding is NF4", m->path);
     size_t max_items = 3 + (size_t)c->n_layers * 9;
     item *items = calloc(max_items, sizeof *items);
-    saver s = {m, NULL, NULL, double_quant, NULL, NULL, 0, {0, 0, 0}};
+    saver s = {m, NULL, NULL, double_quant, NULL, NULL, NULL, 0, {0, 0, 0}};
     s.qs_names = calloc((size_t)c->n_layers * 7 + 2, sizeof *s.qs_names);
     s.qs_json = calloc((size_t)c->n_layers * 7 + 2, sizeof *s.qs_json);
-    cm_status st = items && s.qs_names && s.qs_json ? CM_OK : cm_error(CM_ERR_NOMEM, "out of memory");
+    s.offsets = calloc(max_items, sizeof *s.offsets);
+    cm_status st = items && s.qs_names && s.qs_json && s.offsets ? CM_OK : cm_error(CM_ERR_NOMEM, "out of memory");
     size_t n_items = 0;
     bool interleaved = c->rope_layout == CM_ROPE_INTERLEAVED;
 #define ADD(kind_, w_, vec_, heads_, ...)                                                                    \
@@ -634,10 +668,16 @@ cm_status cm_model_save_nf4(const cm_model *m, const cm_tokenizer *tok, const ch
         for (size_t i = 0; i < n_items; i++) reserve += (strlen(items[i].name) + 128) * (items[i].kind == ITEM_NF4 ? 7 : 1);
         st = cm_safetensors_stream_open(st_path, reserve, &s.st);
     }
+    /* by alignment, as the safetensors library orders a file, so that every tensor starts at a multiple of its
+     * element size: the f32 scales and maps, then the BF16 tensors, then the bytes */
+    for (size_t i = 0; st == CM_OK && i < n_items; i++)
+        if (items[i].kind == ITEM_NF4) st = write_nf4_f32(&s, &items[i], &s.offsets[i]);
     for (size_t i = 0; st == CM_OK && i < n_items; i++) {
-        const item *it = &items[i];
-        st = it->kind == ITEM_MATRIX ? write_matrix(&s, it) : it->kind == ITEM_VECTOR ? write_vector(&s, it) : write_nf4(&s, it);
+        if (items[i].kind == ITEM_MATRIX) st = write_matrix(&s, &items[i]);
+        if (items[i].kind == ITEM_VECTOR) st = write_vector(&s, &items[i]);
     }
+    for (size_t i = 0; st == CM_OK && i < n_items; i++)
+        if (items[i].kind == ITEM_NF4) st = write_nf4_u8(&s, &items[i], s.offsets[i]);
     for (int i = 0; st == CM_OK && i < s.n_qs; i++) {
         size_t len = strlen(s.qs_json[i]);
         int64_t shape[1] = {(int64_t)len};
@@ -660,6 +700,7 @@ cm_status cm_model_save_nf4(const cm_model *m, const cm_tokenizer *tok, const ch
     }
     free(s.qs_names);
     free(s.qs_json);
+    free(s.offsets);
     free(items);
     free(st_path);
     cm_pool_close(s.pool);

@@ -198,6 +198,14 @@ void cm_nf4_quantize(const float *x, size_t n, int blocksize, uint8_t *packed, f
     }
 }
 
+void cm_nf4_absmax(const float *x, size_t n, int blocksize, float *absmax) {
+    size_t nb = cm_nf4_n_blocks(n, blocksize);
+    for (size_t b = 0; b < nb; b++) {
+        size_t first = b * (size_t)blocksize, len = n - first < (size_t)blocksize ? n - first : (size_t)blocksize;
+        absmax[b] = block_absmax(x + first, len);
+    }
+}
+
 void cm_nf4_dequantize(const uint8_t *packed, const float *absmax, int blocksize, size_t first, size_t n,
                        float *out) {
     size_t i = first, end = first + n, bs = (size_t)blocksize;

@@ -142,6 +142,21 @@ cm_status cm_model_keep_safetensors(cm_model *m, cm_safetensors *st) {
 cm_status cm_model_f32_copy(cm_model *m, const void *data, cm_dtype dtype, size_t n, const float **out) {
     float *buf = malloc((n ? n : 1) * sizeof(float));
     if (!buf) return cm_error(CM_ERR_NOMEM, "out of memory");
+    size_t es = cm_dtype_block_bytes(dtype);
+    if (es > 1 && (uintptr_t)data % es) {
+        /* a file need not align its tensors (safetensors packs them back to back): read through a copy */
+        void *aligned = malloc(n * es + 1);
+        if (!aligned) {
+            free(buf);
+            return cm_error(CM_ERR_NOMEM, "out of memory");
+        }
+        memcpy(aligned, data, n * es);
+        cm_convert_to_f32(dtype, aligned, buf, n);
+        free(aligned);
+        CM_TRY(cm_model_keep(m, buf));
+        *out = buf;
+        return CM_OK;
+    }
     cm_convert_to_f32(dtype, data, buf, n);
     CM_TRY(cm_model_keep(m, buf));
     *out = buf;

@@ -32,6 +32,9 @@ qs = json.loads(b[8 + n + s:8 + n + e])
 assert qs["quant_type"] == "nf4" and qs["blocksize"] == 64 and qs["shape"] == [64, 172]
 assert qs["nested_blocksize"] == 256 and qs["nested_dtype"] == "float32"
 assert h["model.embed_tokens.weight"]["dtype"] == "BF16" and "lm_head.weight" not in h
+# every tensor at a multiple of its element size from the start of the file
+size = {"F32": 4, "BF16": 2, "U8": 1}
+assert all((8 + n + t["data_offsets"][0]) % size[t["dtype"]] == 0 for k, t in h.items() if k != "__metadata__")
 EOF
 
 # generation: the NF4 folder, and the same quantization of an HF conversion (q/k already in HF order there)
