@@ -60,6 +60,17 @@ static void on_sigint(int sig) {
     interrupted = 1;
 }
 
+/* Under mpirun, a rank that dies makes the launcher end the others with SIGTERM: say so in one line (written
+ * beforehand, as a signal handler may only write()) instead of vanishing. Checkpoints are written atomically,
+ * so the one RUN_DIR/latest names stays whole. */
+static char term_note[1024];
+static size_t term_note_len;
+static void on_sigterm(int sig) {
+    (void)sig;
+    if (write(2, term_note, term_note_len) < 0) _exit(143);
+    _exit(143);
+}
+
 typedef struct {
     bool tty;
     double last_draw;
@@ -240,6 +251,15 @@ static int train_main(int argc, char **argv, cm_dist **dist) {
                 "rank (%s of %.2f MB)\n",
                 ranks, ranks > 1 ? "s" : "", o.batch / ranks, o.batch / ranks == 1 ? "" : "s", o.batch, mine / 1e6,
                 o.zero && ranks > 1 ? "ZeRO-1: a shard" : "all", all / 1e6);
+    }
+    if (ranks > 1) {
+        int n = snprintf(term_note, sizeof term_note,
+                         "camelid: error: train: rank %d of %d (%s) stopped by the launcher (SIGTERM): another rank "
+                         "failed or the job was cancelled; %s/latest names the last complete checkpoint (continue "
+                         "with --resume, on any number of ranks)\n",
+                         rank, ranks, cm_dist_host(*dist), o.out_dir);
+        term_note_len = n < 0 ? 0 : (size_t)n < sizeof term_note ? (size_t)n : sizeof term_note - 1;
+        signal(SIGTERM, on_sigterm);
     }
     progress_ctx pc = {.tty = isatty(2) && rank == 0};
     o.progress = rank == 0 ? on_progress : NULL;
