@@ -22,12 +22,6 @@ struct cm_dist {
     char host[256];
 };
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 /* The job size a launcher announces (0 when none does). OpenMPI's mpirun sets OMPI_COMM_WORLD_SIZE, MPICH's
  * hydra and Slurm's PMI set PMI_SIZE; a PMIx launcher sets PMIX_RANK (size unknown here: -1). */
 static int launcher_size(void) {
@@ -117,6 +111,12 @@ void cm_dist_share(size_t n, int size, int rank, size_t *begin, size_t *end) {
 }
 
 #ifdef CAMELID_HAVE_MPI
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
 static bool active(const cm_dist *d) {
     return d && d->mpi && d->size > 1;
 }
