@@ -919,7 +919,7 @@ cm_status cm_sft_open_buffer(const char *data, size_t len, const char *name, con
     cm_status st = ds ? CM_OK : cm_error(CM_ERR_NOMEM, "dataset: out of memory");
     if (st == CM_OK) st = index_records(data, len, name, &recs);
     if (st == CM_OK && recs.n == 0) st = cm_error(CM_ERR_FORMAT, "%s: no records", name);
-    if (st == CM_OK && recs.n >= UINT32_MAX) st = cm_error(CM_ERR_FORMAT, "%s: too many records", name);
+    if (st == CM_OK && recs.n > INT32_MAX) st = cm_error(CM_ERR_FORMAT, "%s: too many records", name);
     if (st != CM_OK) goto fail;
     ds->seq = o->seq;
     ds->packing = !o->no_packing;
