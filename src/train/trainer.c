@@ -211,29 +211,6 @@ static cm_status parse_state(const char *text, const char *ckpt, const cm_train_
     return st;
 }
 
-/* On resume, drop log lines past the checkpoint (steps that will run again). */
-static cm_status truncate_log(const char *path, int last_step) {
-    if (!cm_path_exists(path)) return CM_OK;
-    char *text;
-    size_t len;
-    CM_TRY(cm_read_file(path, (size_t)1 << 30, &text, &len));
-    size_t keep = 0;
-    for (size_t i = 0; i < len;) {
-        char *nl = memchr(text + i, '\n', len - i);
-        size_t end = nl ? (size_t)(nl - text) + 1 : len;
-        json_t *j = json_loadb(text + i, end - i, 0, NULL);
-        json_t *s = j ? json_object_get(j, "step") : NULL;
-        bool ok = nl && s && json_is_integer(s) && json_integer_value(s) <= last_step;
-        json_decref(j);
-        if (!ok) break;
-        keep = end;
-        i = end;
-    }
-    cm_status st = cm_write_file_atomic(path, text, keep);
-    free(text);
-    return st;
-}
-
 /* RUN_DIR/model: the trained model as an HF folder, replaced whole (written beside, then renamed). */
 static cm_status save_final_model(run *r) {
     char *dir = cm_path_join(r->o->out_dir, "model"), *tmp = cm_path_join(r->o->out_dir, "model.tmp"),
@@ -489,7 +466,7 @@ static cm_status resume(run *r, int *step) {
         if (st == CM_ERR_NOT_FOUND) cm_error_prefix(st, "nothing to resume (run without --resume to start)");
         if (!st) st = cm_train_checkpoint_load(ckpt, params, m, v, &state);
         if (!st) st = parse_state(state, ckpt, o, params->cfg.rope_layout, step);
-        if (!st) st = truncate_log(r->log_path, *step);
+        if (!st) st = cm_train_truncate_log(r->log_path, *step);
     }
     if (r->ranks > 1) {
         st = cm_dist_agree(r->dist, st);
