@@ -13,7 +13,7 @@ printf '{"text": "One day a cat sat on a mat."}\n{"text": "The dog ran to the bi
 ALL="mmlu:$D/mmlu,bigbench:$D/bigbench/snarks/task.json,bigbench:$D/bigbench/date_understanding/task.json"
 ALL="$ALL,snowball:$D/snowball/primality_testing.json,snowball:$D/snowball/senator_search.json,perplexity:story.txt"
 ALL="$ALL,perplexity:docs.jsonl"
-args=("$MODEL" --tokenizer "$TOK" -t 1 --no-progress --tasks "$ALL" --limit 6 --shots 2 --max-gen-tokens 8 -c 256 --log-samples)
+args=("$MODEL" --tokenizer "$TOK" -t 1 --no-progress --tasks "$ALL" --limit 4 --shots 2 --max-gen-tokens 8 -c 256 --log-samples)
 # the document without what differs between identical runs (date, timings, threads/ranks) and the count of
 # tokens run: prefix sharing stops at the edges of the ranks' shares
 strip() {
@@ -23,7 +23,8 @@ d["camelid"]["lm"].pop("tokens_forwarded"); print(json.dumps(d, indent=1))' "$1"
 }
 
 "$BIN" eval "${args[@]}" --out one.json --store one.db >one.txt 2>one.err || fail "1 process: $(cat one.err)"
-for n in 2 3; do
+# (the sanitizer build, several times slower, checks 2 ranks only)
+for n in $([ "$SANITIZED" = 1 ] && echo 2 || echo 2 3); do
     mpi $n "$BIN" eval "${args[@]}" --out r$n.json --store r$n.db >r$n.txt 2>r$n.err || fail "$n ranks: $(cat r$n.err)"
     if cmp -s <(strip one.json) <(strip r$n.json); then
         pass "$n ranks: the results JSON of one process ($(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["results"]))' one.json) task entries, samples included)"

@@ -27,7 +27,13 @@ if ! ldd "$BIN" | grep -q libmpi; then
 fi
 command -v mpirun >/dev/null || { fail "mpirun is missing (scripts/deps.sh installs openmpi-bin)"; finish; }
 # Under AddressSanitizer, LeakSanitizer reports what libmpi and its plugins keep until exit: those are
-# suppressed (the file names only MPI's libraries), camelid's own leaks are still reported.
+# suppressed (lsan-mpi.supp names only OpenMPI's libraries), camelid's own leaks are still reported. The
+# suppressions need whole stacks (the fast unwinder stops at the first frame inside OpenMPI) and the plugins
+# kept loaded at exit (else their frames are "unknown module").
+SANITIZED=0
 if ldd "$BIN" | grep -q libasan; then
+    SANITIZED=1
     export LSAN_OPTIONS="suppressions=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lsan-mpi.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+    export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
+    export OMPI_MCA_mca_base_component_disable_dlclose=1 PMIX_MCA_mca_base_component_disable_dlclose=1
 fi
