@@ -44,6 +44,12 @@ grep -q "^trained: " "$TMP/straight.out" && pass "summary line" || fail "summary
 "$BIN" generate "$TMP/straight/model" -n 8 --temp 0 -p "Once" >"$TMP/gen.txt" 2>&1 && [ -s "$TMP/gen.txt" ] &&
     pass "generate from RUN_DIR/model" || fail "generate from the trained model: $(cat "$TMP/gen.txt")"
 
+# evaluation runs on a freshly trained model like on any other
+"$BIN" eval "$TMP/straight/model" --tasks "mmlu:$SHARED/data/mmlu:abstract_algebra,bigbench:$SHARED/data/bigbench/snarks/task.json" \
+    --limit 2 --shots 1 --out "$TMP/eval.json" --no-progress -t 1 >/dev/null 2>"$TMP/eval.err" &&
+    python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"]; assert "mmlu" in r and "bigbench_snarks" in r' "$TMP/eval.json" &&
+    pass "eval on the trained model" || fail "eval on the trained model: $(cat "$TMP/eval.err")"
+
 # resuming with other settings or another model's checkpoint is refused
 "$BIN" train "${common[@]}" --steps 60 --resume --batch 8 --out "$TMP/resumed" >"$TMP/e1" 2>&1 &&
     fail "resume with another batch accepted" || { grep -q -- "--batch 4" "$TMP/e1" && pass "resume with another --batch refused" || fail "message: $(cat "$TMP/e1")"; }
