@@ -303,9 +303,14 @@ static inline uint64_t mix64(uint64_t z) {
 }
 
 static void dropout_apply(float *dst, const float *x, size_t n, float p, uint64_t key) {
-    uint64_t threshold = (uint64_t)((double)p * 18446744073709551615.0);
+    /* 16 bits of one hash per element, four elements per hash: p resolved to 1/65536 */
+    uint32_t threshold = (uint32_t)((double)p * 65536.0 + 0.5);
     float keep_scale = 1.0f / (1.0f - p);
-    for (size_t i = 0; i < n; i++) dst[i] = mix64(key ^ mix64(i)) >= threshold ? x[i] * keep_scale : 0.0f;
+    for (size_t i = 0; i < n; i += 4) {
+        uint64_t h = mix64(key ^ (i >> 2));
+        for (size_t k = 0; k < 4 && i + k < n; k++, h >>= 16)
+            dst[i + k] = (uint32_t)(h & 0xffff) >= threshold ? x[i + k] * keep_scale : 0.0f;
+    }
 }
 
 static uint64_t lin_key(const view *v, int layer, int k) {
