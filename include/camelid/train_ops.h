@@ -23,10 +23,11 @@ void cm_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x
                          const float *rstd, int n, int dim, cm_pool *pool);
 
 /* y[n, out] = x[n, in] W[out, in]^T (writes). backward: dx[n, in] += dy W (skipped when dx is NULL),
- * dW += dy^T x (skipped when dW is NULL, i.e. a frozen weight). BLAS sgemm underneath. */
-void cm_linear_forward(float *y, const float *x, const float *w, int n, int in, int out);
+ * dW += dy^T x (skipped when dW is NULL, i.e. a frozen weight). BLAS sgemm underneath, the pool splitting
+ * rows (BLAS's own threads are held at one meanwhile). */
+void cm_linear_forward(float *y, const float *x, const float *w, int n, int in, int out, cm_pool *pool);
 void cm_linear_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int n, int in,
-                        int out);
+                        int out, cm_pool *pool);
 
 /* RoPE tables for positions [0, n_pos): cos/sin[pos * (head_dim/2) + i] of pos * inv_freq(i) (the config's
  * scaling included), computed in double. */

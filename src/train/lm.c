@@ -321,9 +321,9 @@ static uint64_t lin_key(const view *v, int layer, int k) {
 static cm_status lin_forward(cm_lm_train *t, const view *v, const lin *L, float *y, const float *x, float *u, int n,
                              uint64_t key) {
     if (L->w)
-        cm_linear_forward(y, x, L->w, n, L->in, L->out);
+        cm_linear_forward(y, x, L->w, n, L->in, L->out, t->pool);
     else if (L->frozen->dtype == CM_DTYPE_F32)
-        cm_linear_forward(y, x, L->frozen->data, n, L->in, L->out);
+        cm_linear_forward(y, x, L->frozen->data, n, L->in, L->out, t->pool);
     else
         cm_matmul(y, x, n, L->frozen->data, L->frozen->dtype, L->out, L->in, t->pool);
     if (L->a) {
@@ -332,7 +332,7 @@ static cm_status lin_forward(cm_lm_train *t, const view *v, const lin *L, float 
             dropout_apply(t->xdrop, x, (size_t)n * L->in, v->dropout, key);
             xd = t->xdrop;
         }
-        cm_linear_forward(u, xd, L->a, n, L->in, v->r);
+        cm_linear_forward(u, xd, L->a, n, L->in, v->r, t->pool);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, L->out, v->r, v->scale, u, v->r, L->b, v->r, 1.0f, y,
                     L->out);
     }
@@ -343,9 +343,9 @@ static cm_status lin_forward(cm_lm_train *t, const view *v, const lin *L, float 
 static cm_status lin_backward(cm_lm_train *t, const view *v, const lin *L, float *dx, const float *dy,
                               const float *x, const float *u, int n, uint64_t key) {
     if (L->w) {
-        cm_linear_backward(dx, L->dw, dy, x, L->w, n, L->in, L->out);
+        cm_linear_backward(dx, L->dw, dy, x, L->w, n, L->in, L->out, t->pool);
     } else if (dx && L->frozen->dtype == CM_DTYPE_F32) {
-        cm_linear_backward(dx, NULL, dy, x, L->frozen->data, n, L->in, L->out);
+        cm_linear_backward(dx, NULL, dy, x, L->frozen->data, n, L->in, L->out, t->pool);
     } else if (dx && L->frozen->dtype == CM_DTYPE_NF4) { /* the NF4 kernel's transpose product */
         cm_matmul_nf4_t(dx, dy, n, L->frozen->data, true, t->pool);
     } else if (dx) { /* dx += dy[:, rows] W[rows, :], one dequantized tile of rows at a time */

@@ -94,16 +94,64 @@ void cm_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x
     free(parts);
 }
 
-/* ---- linear ---- */
+/* ---- linear ----
+ * One threading system: the pool splits each product (rows of x for y and dx, rows of W for dW) and every
+ * part is a single-threaded BLAS call, so BLAS's own threads never compete with the pool's. The split does not
+ * change any element's sum. */
 
-void cm_linear_forward(float *y, const float *x, const float *w, int n, int in, int out) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
+typedef struct {
+    float *y, *dx, *dw;
+    const float *x, *w, *dy;
+    int n, in, out;
+} lin_job;
+
+static void lin_fwd_worker(void *arg, int thread, int n_threads) {
+    lin_job *j = arg;
+    int t0, t1;
+    cm_split_range(j->n, n_threads, thread, &t0, &t1);
+    if (t1 > t0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t1 - t0, j->out, j->in, 1.0f, j->x + (size_t)t0 * j->in,
+                    j->in, j->w, j->in, 0.0f, j->y + (size_t)t0 * j->out, j->out);
+}
+
+static void lin_bwd_worker(void *arg, int thread, int n_threads) {
+    lin_job *j = arg;
+    int r0, r1;
+    if (j->dw) { /* dW[r0:r1] += dy[:, r0:r1]^T x */
+        cm_split_range(j->out, n_threads, thread, &r0, &r1);
+        if (r1 > r0)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r1 - r0, j->in, j->n, 1.0f, j->dy + r0, j->out, j->x,
+                        j->in, 1.0f, j->dw + (size_t)r0 * j->in, j->in);
+    }
+    if (j->dx) { /* dx[t0:t1] += dy[t0:t1] W */
+        cm_split_range(j->n, n_threads, thread, &r0, &r1);
+        if (r1 > r0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, j->in, j->out, 1.0f,
+                        j->dy + (size_t)r0 * j->out, j->out, j->w, j->in, 1.0f, j->dx + (size_t)r0 * j->in, j->in);
+    }
+}
+
+/* Run a worker that makes BLAS calls on the pool, with BLAS single-threaded inside it. */
+static void blas_pool_run(cm_pool *pool, cm_pool_fn fn, void *arg) {
+    if (cm_pool_size(pool) <= 1) {
+        fn(arg, 0, 1);
+        return;
+    }
+    int blas_threads = openblas_get_num_threads();
+    if (blas_threads != 1) openblas_set_num_threads(1);
+    cm_pool_run(pool, fn, arg);
+    if (blas_threads != 1) openblas_set_num_threads(blas_threads);
+}
+
+void cm_linear_forward(float *y, const float *x, const float *w, int n, int in, int out, cm_pool *pool) {
+    lin_job j = {.y = y, .x = x, .w = w, .n = n, .in = in, .out = out};
+    blas_pool_run(pool, lin_fwd_worker, &j);
 }
 
 void cm_linear_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int n, int in,
-                        int out) {
-    if (dw) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, n, 1.0f, dy, out, x, in, 1.0f, dw, in);
-    if (dx) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out, 1.0f, dy, out, w, in, 1.0f, dx, in);
+                        int out, cm_pool *pool) {
+    lin_job j = {.dx = dx, .dw = dw, .dy = dy, .x = x, .w = w, .n = n, .in = in, .out = out};
+    blas_pool_run(pool, lin_bwd_worker, &j);
 }
 
 /* ---- RoPE ---- */
@@ -204,19 +252,11 @@ static void attn_fwd_worker(void *arg, int thread, int n_threads) {
     }
 }
 
-/* Run an attention worker on the pool with BLAS single-threaded inside it. */
-static void attn_run(cm_pool *pool, cm_pool_fn fn, attn_job *j) {
-    int blas_threads = openblas_get_num_threads();
-    if (cm_pool_size(pool) > 1) openblas_set_num_threads(1);
-    cm_pool_run(pool, fn, j);
-    if (cm_pool_size(pool) > 1) openblas_set_num_threads(blas_threads);
-}
-
 void cm_attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
                           const int32_t *seg_start, cm_attn_shape s, cm_pool *pool) {
     attn_job j = {.out = out, .probs = probs, .q = q, .k = k, .v = v, .seg_start = seg_start, .s = s};
     cm_vec_ops_get(&j.ops);
-    attn_run(pool, attn_fwd_worker, &j);
+    blas_pool_run(pool, attn_fwd_worker, &j);
 }
 
 /* Per (sequence, KV head), so that the query heads sharing a KV head update its dk/dv from one thread.
@@ -270,7 +310,7 @@ void cm_attention_backward(float *dq, float *dk, float *dv, const float *dout, c
     }
     attn_job j = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .probs_in = probs, .q = q, .k = k, .v = v,
                   .seg_start = seg_start, .s = s, .scratch = scratch};
-    attn_run(pool, attn_bwd_worker, &j);
+    blas_pool_run(pool, attn_bwd_worker, &j);
     free(scratch);
 }
 

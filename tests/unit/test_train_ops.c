@@ -90,21 +90,22 @@ static void test_rmsnorm(cm_pool *pool) {
 typedef struct {
     int n, in, out;
     float *x, *w, *y, *r;
+    cm_pool *pool;
 } lin_ctx;
 static double lin_loss(void *p) {
     lin_ctx *c = p;
-    cm_linear_forward(c->y, c->x, c->w, c->n, c->in, c->out);
+    cm_linear_forward(c->y, c->x, c->w, c->n, c->in, c->out, c->pool);
     return weighted(c->y, c->r, (size_t)c->n * c->out);
 }
-static void test_linear(void) {
-    lin_ctx c = {.n = 6, .in = 10, .out = 7};
+static void test_linear(cm_pool *pool) {
+    lin_ctx c = {.n = 6, .in = 10, .out = 7, .pool = pool};
     c.x = rand_vec((size_t)c.n * c.in, 1.0f);
     c.w = rand_vec((size_t)c.out * c.in, 1.0f);
     c.y = malloc((size_t)c.n * c.out * 4);
     c.r = rand_vec((size_t)c.n * c.out, 1.0f);
     float *dx = calloc((size_t)c.n * c.in, 4), *dw = calloc((size_t)c.out * c.in, 4);
     lin_loss(&c);
-    cm_linear_backward(dx, dw, c.r, c.x, c.w, c.n, c.in, c.out);
+    cm_linear_backward(dx, dw, c.r, c.x, c.w, c.n, c.in, c.out, c.pool);
     check_failures += fd_check("linear dx", lin_loss, &c, c.x, dx, (size_t)c.n * c.in, 1e-2f, 1e-3);
     check_failures += fd_check("linear dw", lin_loss, &c, c.w, dw, (size_t)c.out * c.in, 1e-2f, 1e-3);
     free(c.x), free(c.w), free(c.y), free(c.r), free(dx), free(dw);
@@ -262,7 +263,8 @@ int main(void) {
     cm_train_blas_threads(2);
     test_embedding();
     test_rmsnorm(pool);
-    test_linear();
+    test_linear(NULL);
+    test_linear(pool);
     test_rope(CM_ROPE_INTERLEAVED);
     test_rope(CM_ROPE_HALF);
     test_attention(pool, false);
