@@ -44,6 +44,25 @@ cmp -s "$TMP/lora/adapter_model.safetensors" "$TMP/half/adapter_model.safetensor
     fail "resumed adapter differs"
 if cmp -s <(losses "$TMP/lora/log.jsonl") <(losses "$TMP/lora2/log.jsonl"); then pass "checkpointing does not change the run"; else fail "ckpt-every changed losses"; fi
 
+# kill -9 at random moments of a run that checkpoints every step: the latest checkpoint is whole and resumes
+for delay in 0.4 0.8 1.2; do
+    rm -rf "$TMP/killed"
+    "$BIN" finetune "$BASE" "${common[@]}" --lora --steps 300 --ckpt-every 1 --out "$TMP/killed" >/dev/null 2>&1 &
+    pid=$!
+    sleep $delay
+    kill -9 $pid 2>/dev/null
+    wait $pid 2>/dev/null
+    [ -f "$TMP/killed/latest" ] || continue
+    ck="$TMP/killed/$(cat "$TMP/killed/latest")"
+    [ -f "$ck/adapter_model.safetensors" ] && [ -f "$ck/optimizer.safetensors" ] && [ -f "$ck/trainer_state.json" ] ||
+        fail "checkpoint after kill -9 at ${delay}s is incomplete"
+done
+if [ -f "$TMP/killed/latest" ]; then
+    step=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["step"])' "$TMP/killed/$(cat "$TMP/killed/latest")/trainer_state.json")
+    "$BIN" finetune "$BASE" "${common[@]}" --lora --steps $((step + 2)) --resume --out "$TMP/killed" >/dev/null 2>"$TMP/ek" &&
+        pass "resume after kill -9 (from step $step)" || fail "resume after kill -9: $(cat "$TMP/ek")"
+fi
+
 # PEFT files exactly as PEFT writes them
 python3 - "$TMP/lora" <<'EOF' && pass "PEFT adapter files" || fail "PEFT adapter files"
 import json, struct, sys
