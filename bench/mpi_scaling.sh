@@ -70,7 +70,8 @@ python3 - "$T/tcp.txt" "$T/110m.txt" <<'PY'
 import re, sys
 tcp = open(sys.argv[1]).read()
 lat = float(re.search(r"latency ([0-9.]+) us", tcp).group(1)) * 1e-6
-busbw = max(float(l.split()[3]) for l in tcp.splitlines() if re.match(r"\s*[0-9.]+\s+[0-9.]+\s+[0-9.]+\s+[0-9.]+\s*$", l))
+# the bus bandwidth of the largest buffer measured (the gradient-sized one, past every cache)
+busbw = [float(l.split()[3]) for l in tcp.splitlines() if re.match(r"\s*[0-9.]+\s+[0-9.]+\s+[0-9.]+\s+[0-9.]+\s*$", l)][-1]
 t110 = open(sys.argv[2]).read()
 step = float(re.search(r"step ([0-9.]+) s", t110).group(1))
 nparams = float(re.search(r"\(([0-9.]+)M parameters\)", t110).group(1)) * 1e6
@@ -78,12 +79,14 @@ S = 4 * nparams
 print("\n== paper estimate: stories110M (%.1fM parameters, %.0f MB of f32 gradient), ring all-reduce" % (nparams / 1e6, S / 1e6))
 print("   compute %.2f s per step per host (1 core, 4 x 256 tokens); bus bandwidth %.3f GB/s and latency %.0f us"
       " as measured over TCP on loopback" % (step, busbw, lat * 1e6))
-for link, bw in (("measured TCP loopback", busbw * 1e9), ("10 GbE (1.1 GB/s)", 1.1e9), ("100 Gb/s (11 GB/s)", 11e9)):
-    for H in (8, 64):
-        ar = 2 * (H - 1) / H * S / bw + 2 * (H - 1) * lat
-        t = step + ar
-        print("   %-24s %3d hosts: all-reduce %6.2f s, step %6.2f s, all-reduce %3.0f%% of the step, %8.0f tokens/s"
-              % (link, H, ar, t, 100 * ar / t, H * 1024 / t))
-print("   (with 8 or 64 cores per host the compute shrinks about that much and the all-reduce share grows; ZeRO-1"
-      " moves the same bytes: reduce-scatter + all-gather = one all-reduce)")
+for cores in (1, 16):
+    print("   hosts computing on %d core%s (%.2f s per step, 4 x 256 tokens per host):" % (cores, "s" if cores > 1 else "", step / cores))
+    for link, bw in (("measured TCP loopback", busbw * 1e9), ("10 GbE (1.1 GB/s)", 1.1e9), ("100 Gb/s (11 GB/s)", 11e9)):
+        for H in (8, 64):
+            ar = 2 * (H - 1) / H * S / bw + 2 * (H - 1) * lat
+            t = step / cores + ar
+            print("   %-24s %3d hosts: all-reduce %6.2f s, step %6.2f s, all-reduce %3.0f%% of the step, %8.0f tokens/s"
+                  % (link, H, ar, t, 100 * ar / t, H * 1024 / t))
+print("   (16 cores: the one-core step / 16, as if the cores scaled perfectly; ZeRO-1 moves the same bytes:"
+      " reduce-scatter + all-gather = one all-reduce)")
 PY
