@@ -64,7 +64,7 @@ int main(int argc, char **argv) {
         double t2 = now();
         double norm = sqrt(cm_grad_sumsq(g, 0, g->n));
         cm_grad_clip(g, norm, 1.0f);
-        cm_adamw_update(&ac, 1e-4f, k + 1, p, g, mom, vel, 0, p->n);
+        cm_adamw_update_pool(&ac, 1e-4f, k + 1, p, g, mom, vel, 0, p->n, pool);
         double t3 = now();
         if (k > 0) {
             step_s[k - 1] = t3 - t0;

@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 
+#include "camelid/pool.h"
 #include "camelid/train.h"
 
 typedef struct cm_adamw_config {
@@ -19,6 +20,11 @@ cm_adamw_config cm_adamw_defaults(void);
  * as p; only that range is read or written). `t` is the step number, from 1, for the bias correction. */
 void cm_adamw_update(const cm_adamw_config *c, float lr, long t, cm_params *p, const cm_params *g, float *m,
                      float *v, size_t begin, size_t end);
+
+/* cm_adamw_update with the range split across the pool's threads (the same values: every element's update
+ * is independent). */
+void cm_adamw_update_pool(const cm_adamw_config *c, float lr, long t, cm_params *p, const cm_params *g, float *m,
+                          float *v, size_t begin, size_t end, cm_pool *pool);
 
 /* Sum of squares of the floats [begin, end) of g (in double). */
 double cm_grad_sumsq(const cm_params *g, size_t begin, size_t end);

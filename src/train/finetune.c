@@ -402,7 +402,7 @@ cm_status cm_finetune_run(const cm_finetune_options *o, cm_model *base) {
         }
         cm_grad_clip(f.opt_g, grad_norm, o->clip);
         float lr = cm_lr_at(&sched, s - 1);
-        cm_adamw_update(&o->adamw, lr, s, f.opt_p, f.opt_g, f.m, f.v, 0, f.opt_p->n);
+        cm_adamw_update_pool(&o->adamw, lr, s, f.opt_p, f.opt_g, f.m, f.v, 0, f.opt_p->n, f.pool);
         double dt = now_s() - t0, tps = (double)o->batch * o->grad_accum * f.T / dt;
         fprintf(f.log, "{\"step\": %d, \"loss\": %.9g, \"lr\": %.9g, \"tokens_per_s\": %.1f}\n", s, loss, lr, tps);
         double val = NAN;

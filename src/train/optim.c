@@ -27,6 +27,32 @@ void cm_adamw_update(const cm_adamw_config *c, float lr, long t, cm_params *p, c
     }
 }
 
+typedef struct {
+    const cm_adamw_config *c;
+    float lr;
+    long t;
+    cm_params *p;
+    const cm_params *g;
+    float *m, *v;
+    size_t begin, end;
+} adamw_job;
+
+static void adamw_worker(void *arg, int thread, int n_threads) {
+    adamw_job *j = arg;
+    size_t n = j->end - j->begin, chunk = (n + n_threads - 1) / n_threads;
+    size_t b = j->begin + chunk * (size_t)thread, e = b + chunk;
+    if (b >= j->end) return;
+    if (e > j->end) e = j->end;
+    cm_adamw_update(j->c, j->lr, j->t, j->p, j->g, j->m, j->v, b, e);
+}
+
+void cm_adamw_update_pool(const cm_adamw_config *c, float lr, long t, cm_params *p, const cm_params *g, float *m,
+                          float *v, size_t begin, size_t end, cm_pool *pool) {
+    if (end <= begin) return;
+    adamw_job j = {c, lr, t, p, g, m, v, begin, end};
+    cm_pool_run(pool, adamw_worker, &j);
+}
+
 double cm_grad_sumsq(const cm_params *g, size_t begin, size_t end) {
     double s = 0;
     for (size_t i = begin; i < end && i < g->n; i++) s += (double)g->data[i] * g->data[i];
