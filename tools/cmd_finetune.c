@@ -49,6 +49,8 @@ static const char *help =
     "  --ckpt-every K        checkpoint every K steps (default: at the last step)\n"
     "  --train-on-prompt     loss on every token, not only the responses\n"
     "  --no-packing          one example per row (default: rows packed with whole examples)\n"
+    "  --keep-status S       keep only records whose \"status\" is S (Alpaca-Libre: ok)\n"
+    "  --system TEXT         system prompt for records that have none\n"
     "  --weight-decay WD     AdamW decoupled weight decay on matrices (default 0)\n"
     "  --clip C              global gradient-norm clip (default 1.0; 0 = off)\n"
     "  --seed S              seed of the split, the shuffles, the adapter init and dropout (default 1337)\n"
@@ -92,7 +94,8 @@ static int on_progress(void *user, const cm_train_progress *p) {
 int cmd_finetune(int argc, char **argv) {
     cm_finetune_options o;
     cm_finetune_options_defaults(&o);
-    const char *data = NULL, *template_name = NULL, *tok_path = NULL, *targets = NULL;
+    const char *data = NULL, *template_name = NULL, *tok_path = NULL, *targets = NULL, *keep_status = NULL,
+               *system = NULL;
     bool lora = false, qlora = false, train_on_prompt = false, no_packing = false;
     float lr = 2e-4f, wd = 0.0f, val_frac = 0.02f;
     int seq = 512;
@@ -119,6 +122,8 @@ int cmd_finetune(int argc, char **argv) {
         {"eval-every", 0, ARG_INT, &o.eval_every, NULL},
         {"ckpt-every", 0, ARG_INT, &o.ckpt_every, NULL},
         {"train-on-prompt", 0, ARG_FLAG, &train_on_prompt, NULL},
+        {"keep-status", 0, ARG_STRING, &keep_status, NULL},
+        {"system", 0, ARG_STRING, &system, NULL},
         {"no-packing", 0, ARG_FLAG, &no_packing, NULL},
         {"weight-decay", 0, ARG_FLOAT, &wd, NULL},
         {"clip", 0, ARG_FLOAT, &o.clip, NULL},
@@ -152,6 +157,8 @@ int cmd_finetune(int argc, char **argv) {
     so.seed = o.seed;
     so.train_on_prompt = train_on_prompt;
     so.no_packing = no_packing;
+    so.keep_status = keep_status;
+    so.system = system;
 
     cm_model *m;
     const cm_tokenizer *tok;
@@ -159,7 +166,11 @@ int cmd_finetune(int argc, char **argv) {
     if (cli_open_model(base_path, tok_path, false, &m, &tok, &owned_tok)) return 1;
     cm_sft_dataset *ds = NULL;
     int ret = 0;
-    if (cm_sft_open(data, tok, &so, &ds) != CM_OK) {
+    cm_pool *tok_pool = NULL; /* tokenizing the dataset runs on every thread */
+    if (threads > 1 && cm_pool_open(threads, &tok_pool) == CM_OK) so.pool = tok_pool;
+    cm_status ds_st = cm_sft_open(data, tok, &so, &ds);
+    cm_pool_close(tok_pool);
+    if (ds_st != CM_OK) {
         ret = cli_fail_status();
     } else {
         o.data = ds;
