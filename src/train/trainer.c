@@ -441,11 +441,11 @@ static cm_status update(run *r, int step, float lr, double grad_norm) {
     const cm_train_options *o = r->o;
     if (!r->zero) {
         cm_grad_clip(r->grads, grad_norm, o->clip);
-        cm_adamw_update(&o->adamw, lr, step, r->params, r->grads, r->m, r->v, 0, r->params->n);
+        cm_adamw_update_pool(&o->adamw, lr, step, r->params, r->grads, r->m, r->v, 0, r->params->n, r->pool);
         return CM_OK;
     }
     cm_grad_clip(&r->gview, grad_norm, o->clip);
-    cm_adamw_update(&o->adamw, lr, step, &r->pview, &r->gview, r->m, r->v, 0, r->shard_n);
+    cm_adamw_update_pool(&o->adamw, lr, step, &r->pview, &r->gview, r->m, r->v, 0, r->shard_n, r->pool);
     return cm_dist_allgather_f32(r->dist, r->params->data, r->counts);
 }
 
