@@ -246,7 +246,7 @@ static const cm_tensor *lookup_suffix(cm_tensor_lookup lookup, void *ctx, const 
     return lookup(ctx, key);
 }
 
-/* A tensor of dtype `dt` and exactly the 1-D shape [n] (`two_d`: [n, 1], as the packed weight is stored). */
+/* A tensor of dtype `dt` and exactly the 1-D shape [n]. */
 static cm_status expect_tensor(const cm_tensor *t, const char *what, const char *name, const char *suffix,
                                cm_dtype dt, uint64_t n) {
     if (!t) return cm_error(CM_ERR_FORMAT, "%s: \"%s%s\" is missing (needed by its 4-bit weight)", what, name, suffix);
@@ -302,10 +302,14 @@ cm_status cm_model_bind_nf4(cm_model *m, cm_tensor_lookup lookup, void *ctx, con
 
     const cm_tensor *qmap = lookup_suffix(lookup, ctx, name, ".quant_map");
     CM_TRY(expect_tensor(qmap, what, name, ".quant_map", CM_DTYPE_F32, 16));
+    /* bitsandbytes decodes NF4 with its own table and keeps this one for the record: it must be NF4's (an FP4
+     * or other map means the codes are not NF4), to float rounding */
     float code[16];
     memcpy(code, qmap->data, sizeof code);
-    if (memcmp(code, cm_nf4_code, sizeof code) != 0)
-        return cm_error(CM_ERR_FORMAT, "%s: \".quant_map\" is not the NF4 table", where);
+    for (int i = 0; i < 16; i++)
+        if (!(fabsf(code[i] - cm_nf4_code[i]) <= 1e-6f))
+            return cm_error(CM_ERR_FORMAT, "%s: \".quant_map\" is not the NF4 table (value %d is %g, not %g)", where,
+                            i, (double)code[i], (double)cm_nf4_code[i]);
 
     const cm_tensor *nested_absmax = lookup_suffix(lookup, ctx, name, ".nested_absmax");
     const cm_tensor *nested_map = lookup_suffix(lookup, ctx, name, ".nested_quant_map");
