@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Golden forward/backward values for camelid's trainer: tiny random HF Llama models, a batch, and
-PyTorch's float64 logits, loss and gradients of every parameter (or of LoRA A/B on a frozen base).
+PyTorch's float64 logits, loss and gradients of every parameter (or of LoRA A/B on a frozen base, as is or
+with its decoder linears NF4-quantized with double quantization: QLoRA).
 
 Written from scratch for camelid (no transformers / peft / safetensors packages): the model is plain torch
 following transformers' LlamaForCausalLM math (eager attention, rotate-half RoPE, RMSNorm, SwiGLU, GQA by
@@ -26,6 +27,9 @@ import sys
 
 import numpy as np
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import nf4_golden  # noqa: E402  FACTS 4.2 (NF4 + double quantization), shared with test_nf4's goldens
 
 torch.set_num_threads(2)
 torch.set_default_dtype(torch.float64)
@@ -114,6 +118,27 @@ def linear_shape(cfg, mod):
     I = cfg["intermediate_size"]
     return {"q_proj": (nh * hd, H), "k_proj": (nkv * hd, H), "v_proj": (nkv * hd, H), "o_proj": (H, nh * hd),
             "gate_proj": (I, H), "up_proj": (I, H), "down_proj": (H, I)}[mod]
+
+
+def nf4_base(cfg, W):
+    """QLoRA's frozen base: every decoder linear (the seven of every layer; not the embedding, the norms or
+    the head) replaced by its NF4 double-quant dequantization as bitsandbytes computes it (FACTS 4.2), by
+    nf4_golden.py from the float32 weight: blocks of 64 over the flattened row-major [out, in] weight, codes
+    nearest with midpoint ties to the lower code, absmax double-quantized (mean offset, blocks of 256 over the
+    signed dynamic map), dequantized code * absmax in float32. Returns the new weights (float64 holding those
+    float32 values) and, per linear, the packed codes and the dequantized block scales."""
+    dmap = nf4_golden.dynamic_map()
+    Q, parts = dict(W), {}
+    for l in range(cfg["num_hidden_layers"]):
+        for parent, mod in LINEARS:
+            name = "model.layers.%d.%s.%s.weight" % (l, parent, mod)
+            w = W[name].to(torch.float32).numpy()
+            packed, absmax = nf4_golden.nf4_quant(w)
+            _, _, _, absmax_dq = nf4_golden.double_quant(absmax, dmap)
+            deq = nf4_golden.dequant(packed, absmax_dq, w.size).reshape(w.shape)
+            Q[name] = torch.from_numpy(deq).to(F64)
+            parts[name] = (torch.from_numpy(packed.copy()), torch.from_numpy(absmax_dq.copy()))
+    return Q, parts
 
 
 def peft_key(l, parent, mod, ab):
@@ -255,11 +280,11 @@ def packed_batch(V, B, T, seed):
 # --------------------------------------------------------------------------------------------------------
 # safetensors, written by hand (FACTS 1.1)
 
-ST_DTYPE = {torch.float32: ("F32", "<f4"), torch.int32: ("I32", "<i4")}
+ST_DTYPE = {torch.float32: ("F32", "<f4"), torch.int32: ("I32", "<i4"), torch.uint8: ("U8", "<u1")}
 
 
 def write_safetensors(path, tensors, metadata=None):
-    """tensors: list of (name, tensor) in file order; F32 or I32. Header padded to 8 with spaces, tensors
+    """tensors: list of (name, tensor) in file order; F32, I32 or U8. Header padded to 8 with spaces, tensors
     contiguous from offset 0 in header order."""
     header = {"__metadata__": dict({"format": "pt"}, **(metadata or {}))}
     blobs, off = [], 0
@@ -405,7 +430,14 @@ CASES = [
     {"name": "packed", "cfg": GQA, "seed": 11, "batch": packed_batch, "bseed": 25, "model_of": "gqa_untied"},
     {"name": "lora", "cfg": GQA, "seed": 11, "batch": plain_batch, "bseed": 26, "model_of": "gqa_untied",
      "lora_seed": 31},
+    # lora's base, batch and adapter, the base's decoder linears through NF4 + double quantization
+    {"name": "qlora", "cfg": GQA, "seed": 11, "batch": plain_batch, "bseed": 26, "model_of": "gqa_untied",
+     "lora_seed": 31, "nf4": True, "adapter_of": "lora"},
 ]
+
+# The one linear whose dequantized weight the qlora golden stores as F32 (every linear's codes and scales are
+# stored too).
+NF4_DEQUANT_SHOWN = "model.layers.0.self_attn.q_proj.weight"
 
 
 def adapter_config():
@@ -439,10 +471,11 @@ def write_model(d, cfg, W):
     write_safetensors(os.path.join(d, "model.safetensors"), [(k, f32(W[k])) for k in sorted(W)])
 
 
-def link_model(d, other):
-    """The case uses the same base as `other`: model/ is a relative symlink to it (saves ~80 KB each)."""
-    link = os.path.join(d, "model")
-    target = os.path.join("..", other, "model")
+def link_model(d, other, what="model"):
+    """The case uses the same base (or adapter) as `other`: model/ is a relative symlink to it (saves ~80 KB
+    each)."""
+    link = os.path.join(d, what)
+    target = os.path.join("..", other, what)
     if os.path.islink(link) and os.readlink(link) == target:
         return
     if os.path.islink(link):
@@ -465,12 +498,14 @@ def build(case, out_root):
     b = case["batch"](cfg["vocab_size"], B, T, case["bseed"])
     doc = b.get("doc_ids")
 
-    lora, scale = None, 0.0
+    lora, scale, nf4_parts = None, 0.0, None
     if "lora_seed" in case:
         lora = make_lora(cfg, case["lora_seed"], LORA_R)
         scale = LORA_ALPHA / LORA_R
         train = {k: v.clone().requires_grad_(True) for k, v in lora.items()}
         frozen = W
+        if case.get("nf4"):
+            frozen, nf4_parts = nf4_base(cfg, W)
     else:
         train = {k: v.clone().requires_grad_(True) for k, v in W.items()}
         frozen = None
@@ -493,7 +528,7 @@ def build(case, out_root):
     # what float32 arithmetic costs: gradients of the same model computed in float32 (worst tensor, relative
     # to that tensor's largest |grad|), a scale for a float32 trainer's tolerance
     t32 = {k: f32(v).requires_grad_(True) for k, v in train.items()}
-    w32 = {k: f32(v) for k, v in W.items()}
+    w32 = {k: f32(v) for k, v in (frozen if lora is not None else W).items()}
     logits32 = forward(cfg, w32 if lora is not None else t32, b["tokens"], b["positions"], doc,
                        lora=t32 if lora is not None else None, lora_scale=scale)
     ce_loss(logits32, b["targets"]).backward()
@@ -511,8 +546,22 @@ def build(case, out_root):
                     assert (alone[0] - logits[row, sel]).abs().max() < 1e-12
             notes["max|dlogit| if attention crosses documents"] = float((run(cross_docs=True) - logits).abs().max())
         if lora is not None:
-            base = forward(cfg, W, b["tokens"], b["positions"])
+            base = forward(cfg, frozen, b["tokens"], b["positions"])
             notes["max|dlogit| of the adapter"] = float((base - logits).abs().max())
+        if nf4_parts is not None:
+            # how far NF4 moves things from the float32 base (the golden is not passed by ignoring the
+            # quantization): logits, and each LoRA gradient relative to its largest |grad|
+            names = [n for n in W if n in nf4_parts]
+            rms = math.sqrt(sum(float(((frozen[n] - W[n]) ** 2).sum()) for n in names) /
+                            sum(float((W[n] ** 2).sum()) for n in names))
+            notes["NF4 weight rel RMS error"] = rms
+            notes["max|dlogit| vs the float32 base"] = float((forward(cfg, W, b["tokens"], b["positions"], lora=lora,
+                                                                      lora_scale=scale) - logits).abs().max())
+    if nf4_parts is not None:
+        t64 = {k: v.clone().requires_grad_(True) for k, v in lora.items()}
+        ce_loss(forward(cfg, W, b["tokens"], b["positions"], lora=t64, lora_scale=scale), b["targets"]).backward()
+        notes["min over tensors of grad rel dev vs the float32 base"] = min(
+            float((t64[k].grad - grads[k]).abs().max() / grads[k].abs().max()) for k in grads)
 
     kept = int((b["targets"] != IGNORE).sum())
     meta = {"case": name, "loss_f64": repr(loss.item()), "n_targets": str(kept),
@@ -522,9 +571,17 @@ def build(case, out_root):
         tensors.append(("doc_ids", i32(doc)))
     tensors += [("logits", f32(logits)), ("loss", f32(loss).view(1))]
     tensors += [("grad." + k, f32(grads[k])) for k in sorted(grads)]
+    if nf4_parts is not None:
+        tensors.append(("dequant." + NF4_DEQUANT_SHOWN, f32(frozen[NF4_DEQUANT_SHOWN])))
+        for k in sorted(nf4_parts):
+            tensors += [("nf4.%s.packed" % k, nf4_parts[k][0]), ("nf4.%s.absmax" % k, nf4_parts[k][1])]
     write_safetensors(os.path.join(d, "golden.safetensors"), tensors, meta)
 
-    if lora is not None:
+    if "adapter_of" in case:
+        other = next(c for c in CASES if c["name"] == case["adapter_of"])
+        assert other.get("lora_seed") == case["lora_seed"], "%s: not the adapter of %s" % (name, other["name"])
+        link_model(d, case["adapter_of"], "adapter")
+    elif lora is not None:
         ad = os.path.join(d, "adapter")
         os.makedirs(ad, exist_ok=True)
         write_json(os.path.join(ad, "adapter_config.json"), adapter_config())

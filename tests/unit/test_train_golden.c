@@ -3,14 +3,15 @@
  * tied and untied heads, ignored targets, packed documents), per tensor within
  * max|g - ref| <= 1e-4 max|ref| + 1e-6. The same model converted to the interleaved RoPE layout (GGUF) must
  * give the same numbers once its q/k gradient rows are permuted back (run with per-layer activation
- * recomputation). LoRA adapters on a frozen base: their gradients in both layouts. Then 10 AdamW steps with clipping
- * reproduce torch's losses. */
+ * recomputation). LoRA adapters on a frozen base, f32 or NF4 (QLoRA): their gradients in both layouts. Then
+ * 10 AdamW steps with clipping reproduce torch's losses. */
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "camelid/model.h"
+#include "camelid/nf4.h"
 #include "camelid/optim.h"
 #include "camelid/safetensors.h"
 #include "camelid/train.h"
@@ -120,7 +121,9 @@ static void test_case(const char *name) {
     compare_result(name, &r, gold, false);
 
     /* the same weights in the interleaved layout (GGUF permutes q/k rows) */
-    snprintf(gguf, sizeof gguf, "%s/train-golden-%s.gguf", cm_test_tmpdir(), name);
+    char *tmp = cm_test_tmpdir(); /* heap string */
+    snprintf(gguf, sizeof gguf, "%s/train-golden-%s.gguf", tmp, name);
+    free(tmp);
     cm_model *m;
     CHECK_OK(cm_model_open(model, &m));
     CHECK_OK(cm_model_save_gguf(m, NULL, gguf, CM_DTYPE_F32));
@@ -266,7 +269,9 @@ static void test_lora(void) {
     CHECK_OK(cm_safetensors_open(golden, &gold));
     if (!gold) return;
     lora_run(model, adapter, gold, false);
-    snprintf(gguf, sizeof gguf, "%s/train-golden-lora-base.gguf", cm_test_tmpdir());
+    char *tmp = cm_test_tmpdir(); /* heap string */
+    snprintf(gguf, sizeof gguf, "%s/train-golden-lora-base.gguf", tmp);
+    free(tmp);
     cm_model *m;
     CHECK_OK(cm_model_open(model, &m));
     CHECK_OK(cm_model_save_gguf(m, NULL, gguf, CM_DTYPE_F32));
@@ -275,10 +280,215 @@ static void test_lora(void) {
     cm_safetensors_close(gold);
 }
 
+/* QLoRA: the LoRA case again over the same base with every decoder linear (the seven of each layer) quantized to
+ * NF4 with double quantization in memory, as camelid finetune --mode qlora does (src/train/finetune.c). The golden
+ * (tests/data/train-grad/qlora) holds torch's float64 logits, loss and A/B gradients over the dequantized base
+ * its generator computed independently (scripts/golden/nf4_golden.py), plus every linear's codes and scales and
+ * one dequantized weight: the weights are proved identical first, then the gradients are compared. */
+static const char *const qlora_linears[CM_LORA_N_TARGETS] = {"self_attn.q_proj", "self_attn.k_proj",
+                                                             "self_attn.v_proj", "self_attn.o_proj",
+                                                             "mlp.gate_proj",    "mlp.up_proj",
+                                                             "mlp.down_proj"};
+
+static cm_weight *qlora_slot(cm_model *m, int l, int k) {
+    cm_layer *B = &m->layers[l];
+    cm_weight *ws[CM_LORA_N_TARGETS] = {&B->wq, &B->wk, &B->wv, &B->wo, &B->w_gate, &B->w_up, &B->w_down};
+    return ws[k];
+}
+
+/* The f32 rows of w (any dtype), [rows, cols]. */
+static float *qlora_dense(const cm_weight *w) {
+    float *d = malloc((size_t)w->rows * w->cols * sizeof(float));
+    for (int64_t r = 0; d && r < w->rows; r++) cm_weight_row_to_f32(w, r, d + (size_t)r * w->cols);
+    return d;
+}
+
+/* The weight's codes and scales must be the golden's, bit for bit. */
+static void qlora_check_nf4(const cm_nf4_weight *q, const cm_safetensors *gold, int l, int k, const char *label) {
+    char name[200];
+    size_t n = (size_t)q->rows * q->cols, nb = cm_nf4_n_blocks(n, q->blocksize);
+    snprintf(name, sizeof name, "nf4.model.layers.%d.%s.weight.packed", l, qlora_linears[k]);
+    const cm_tensor *packed = need(gold, name);
+    snprintf(name, sizeof name, "nf4.model.layers.%d.%s.weight.absmax", l, qlora_linears[k]);
+    const cm_tensor *absmax = need(gold, name);
+    if (q->blocksize != CM_NF4_BLOCKSIZE || packed->nbytes != (n + 1) / 2 || absmax->nbytes != nb * sizeof(float) ||
+        memcmp(packed->data, q->packed, packed->nbytes) != 0 || memcmp(absmax->data, q->absmax, absmax->nbytes) != 0) {
+        fprintf(stderr, "%s: layer %d %s: NF4 codes or scales differ from the golden's\n", label, l,
+                qlora_linears[k]);
+        check_failures++;
+    }
+}
+
+/* The interleaved (GGUF) copy of an HF-order NF4 q/k weight. Quantizing the interleaved f32 rows is not
+ * comparable: blocks of 64 run over the flattened weight, here two rows of 32, and the conversion moves row p
+ * of a head next to row p + head_dim/2, so the blocks, their absmax and the codes would all differ. The same
+ * codes and scales are instead regrouped in blocks of 32 (each block of 64 gives its scale to both halves; a
+ * row of a multiple of 32 values is whole blocks) and their rows moved as the conversion moves the f32 rows:
+ * the result dequantizes exactly to the HF-order NF4 weight with its rows permuted, and runs on the same
+ * kernels (any valid block size). One allocation, freed with free(). */
+static cm_nf4_weight *qlora_interleaved(const cm_nf4_weight *q, int n_heads, int head_dim) {
+    if (q->blocksize != 64 || q->cols % 32 != 0) return NULL;
+    size_t n = (size_t)q->rows * q->cols, nb = n / 32, per_row = (size_t)q->cols / 32;
+    char *buf = malloc(sizeof(cm_nf4_weight) + nb * sizeof(float) + n / 2);
+    if (!buf) return NULL;
+    float *absmax = (float *)(buf + sizeof(cm_nf4_weight)), *scales32 = malloc(nb * sizeof(float));
+    uint8_t *packed = (uint8_t *)(absmax + nb);
+    if (!scales32) {
+        free(buf);
+        return NULL;
+    }
+    for (size_t j = 0; j < nb; j++) scales32[j] = q->absmax[j / 2];
+    cm_permute_qk_rows(q->packed, packed, n_heads, head_dim, (size_t)q->cols / 2, false);
+    cm_permute_qk_rows(scales32, absmax, n_heads, head_dim, per_row * sizeof(float), false);
+    free(scales32);
+    cm_nf4_weight *w = (cm_nf4_weight *)buf;
+    *w = (cm_nf4_weight){q->rows, q->cols, 32, packed, absmax};
+    return w;
+}
+
+/* lora_run's comparison on a base whose linears are already NF4, forward and backward with recomputation. */
+static void qlora_run(const cm_model *m, const char *adapter, const cm_safetensors *gold, bool interleaved) {
+    const cm_config *c = &m->cfg;
+    cm_lora_params *lora, *dlora;
+    CHECK_OK(cm_lora_params_open(c, 4, 8.0f, 0.0f, 0x7f, &lora));
+    CHECK_OK(cm_lora_params_open(c, 4, 8.0f, 0.0f, 0x7f, &dlora));
+    cm_safetensors *ad;
+    CHECK_OK(cm_safetensors_open(adapter, &ad));
+    if (!lora || !dlora || !ad) exit(1);
+    for (int i = 0; i < lora->n_tensors; i++) {
+        const cm_param_tensor *pt = &lora->tensors[i];
+        const cm_tensor *x = need(ad, pt->name);
+        CHECK((size_t)cm_tensor_numel(x) == (size_t)pt->rows * pt->cols);
+        bool is_b = strstr(pt->name, "lora_B") != NULL, is_q = strstr(pt->name, "q_proj") != NULL,
+             is_k = strstr(pt->name, "k_proj") != NULL;
+        if (interleaved && is_b && (is_q || is_k))
+            cm_permute_qk_rows(x->data, lora->data + pt->offset, is_q ? c->n_heads : c->n_kv_heads, c->head_dim,
+                               (size_t)pt->cols * sizeof(float), false);
+        else
+            memcpy(lora->data + pt->offset, x->data, x->nbytes);
+    }
+    const cm_tensor *tok = need(gold, "tokens");
+    int B = (int)tok->shape[0], T = (int)tok->shape[1];
+    cm_train_batch b = {B, T, tok->data, need(gold, "targets")->data, NULL, NULL};
+    cm_pool *pool;
+    CHECK_OK(cm_pool_open(2, &pool));
+    cm_lm_train *t;
+    CHECK_OK(cm_lm_train_open_ex(c, B, T, true, pool, &t));
+    double loss;
+    int n;
+    CHECK_OK(cm_lm_forward_lora(t, m, lora, 7, &b, &loss, &n));
+    const cm_tensor *logits = need(gold, "logits");
+    check_failures += compare(interleaved ? "qlora logits (interleaved base)" : "qlora logits", cm_lm_logits(t),
+                              logits->data, (size_t)cm_tensor_numel(logits), 1e-5, 1e-5);
+    CHECK_NEAR(loss / n, ((const float *)need(gold, "loss")->data)[0], 1e-5);
+    CHECK_OK(cm_lm_backward_lora(t, m, lora, dlora, (float)(1.0 / n)));
+    for (int i = 0; i < dlora->n_tensors; i++) {
+        const cm_param_tensor *pt = &dlora->tensors[i];
+        char gname[160], what[220];
+        snprintf(gname, sizeof gname, "grad.%s", pt->name);
+        snprintf(what, sizeof what, "qlora %s%s", gname, interleaved ? " (interleaved base)" : "");
+        size_t cnt = (size_t)pt->rows * pt->cols;
+        float *got = malloc(cnt * sizeof(float));
+        bool is_b = strstr(pt->name, "lora_B") != NULL, is_q = strstr(pt->name, "q_proj") != NULL,
+             is_k = strstr(pt->name, "k_proj") != NULL;
+        if (interleaved && is_b && (is_q || is_k))
+            cm_permute_qk_rows(dlora->data + pt->offset, got, is_q ? c->n_heads : c->n_kv_heads, c->head_dim,
+                               (size_t)pt->cols * sizeof(float), true);
+        else
+            memcpy(got, dlora->data + pt->offset, cnt * sizeof(float));
+        check_failures += compare(what, got, need(gold, gname)->data, cnt, 1e-4, 1e-6);
+        free(got);
+    }
+    cm_lm_train_close(t);
+    cm_pool_close(pool);
+    cm_safetensors_close(ad);
+    cm_lora_params_close(lora);
+    cm_lora_params_close(dlora);
+}
+
+static void test_qlora(void) {
+    const char *root = getenv("CAMELID_TESTDATA") ? getenv("CAMELID_TESTDATA") : "tests/data";
+    char model[600], adapter[600], golden[600], gguf[600];
+    snprintf(model, sizeof model, "%s/train-grad/qlora/model", root);
+    snprintf(adapter, sizeof adapter, "%s/train-grad/qlora/adapter/adapter_model.safetensors", root);
+    snprintf(golden, sizeof golden, "%s/train-grad/qlora/golden.safetensors", root);
+    char *tmp = cm_test_tmpdir(); /* heap string */
+    snprintf(gguf, sizeof gguf, "%s/train-golden-qlora-base.gguf", tmp);
+    free(tmp);
+    cm_safetensors *gold;
+    CHECK_OK(cm_safetensors_open(golden, &gold));
+    cm_model *m, *mi;
+    CHECK_OK(cm_model_open(model, &m));
+    if (!gold || !m) exit(1);
+    /* the interleaved copy of the f32 base, written before the HF base turns NF4 */
+    CHECK_OK(cm_model_save_gguf(m, NULL, gguf, CM_DTYPE_F32));
+    CHECK_OK(cm_model_open(gguf, &mi));
+    if (!mi) exit(1);
+    CHECK(mi->cfg.rope_layout == CM_ROPE_INTERLEAVED);
+    const cm_config *c = &m->cfg;
+    int L = c->n_layers, nq = L * CM_LORA_N_TARGETS;
+    cm_nf4_weight **q = calloc((size_t)nq, sizeof *q), **qi = calloc((size_t)nq, sizeof *qi);
+    for (int l = 0; l < L; l++)
+        for (int k = 0; k < CM_LORA_N_TARGETS; k++) {
+            cm_weight *w = qlora_slot(m, l, k), *wi = qlora_slot(mi, l, k);
+            int i = l * CM_LORA_N_TARGETS + k;
+            float *dense = qlora_dense(w);
+            CHECK_OK(cm_nf4_weight_quantize(dense, w->rows, w->cols, true, &q[i]));
+            free(dense);
+            if (!q[i]) exit(1);
+            qlora_check_nf4(q[i], gold, l, k, "HF base");
+            if (k == 0 || k == 1) { /* q, k: the HF-order codes regrouped and permuted */
+                int heads = k == 0 ? c->n_heads : c->n_kv_heads;
+                qi[i] = qlora_interleaved(q[i], heads, c->head_dim);
+                CHECK(qi[i] != NULL);
+                if (!qi[i]) exit(1);
+                /* it dequantizes to the HF-order NF4 weight's rows, permuted, bit for bit */
+                cm_weight hf = {CM_DTYPE_NF4, w->rows, w->cols, q[i]}, il = {CM_DTYPE_NF4, w->rows, w->cols, qi[i]};
+                float *a = qlora_dense(&hf), *b = qlora_dense(&il), *want = malloc((size_t)w->rows * w->cols * 4);
+                cm_permute_qk_rows(a, want, heads, c->head_dim, (size_t)w->cols * sizeof(float), false);
+                char what[160];
+                snprintf(what, sizeof what, "qlora interleaved layer %d %s dequantized", l, qlora_linears[k]);
+                check_failures += compare(what, b, want, (size_t)w->rows * w->cols, 0, 0);
+                free(a), free(b), free(want);
+            } else { /* rows the conversion leaves alone quantize to the same blocks */
+                float *di = qlora_dense(wi);
+                CHECK_OK(cm_nf4_weight_quantize(di, wi->rows, wi->cols, true, &qi[i]));
+                free(di);
+                if (!qi[i]) exit(1);
+                qlora_check_nf4(qi[i], gold, l, k, "interleaved base");
+            }
+            w->dtype = wi->dtype = CM_DTYPE_NF4;
+            w->data = q[i];
+            wi->data = qi[i];
+        }
+
+    /* camelid's dequantization (cm_weight_row_to_f32) of layer 0's q_proj is the golden's, bit for bit */
+    const cm_tensor *dq = need(gold, "dequant.model.layers.0.self_attn.q_proj.weight");
+    size_t ndq = (size_t)m->layers[0].wq.rows * m->layers[0].wq.cols;
+    CHECK((size_t)cm_tensor_numel(dq) == ndq);
+    if ((size_t)cm_tensor_numel(dq) != ndq) exit(1);
+    float *got = qlora_dense(&m->layers[0].wq);
+    check_failures += compare("qlora dequantized q_proj", got, dq->data, ndq, 0, 0);
+    free(got);
+
+    qlora_run(m, adapter, gold, false);
+    qlora_run(mi, adapter, gold, true);
+
+    cm_model_close(m);
+    cm_model_close(mi);
+    for (int i = 0; i < nq; i++) {
+        cm_nf4_weight_free(q[i]);
+        free(qi[i]);
+    }
+    free(q), free(qi);
+    cm_safetensors_close(gold);
+}
+
 int main(void) {
     static const char *const cases[] = {"gqa_untied", "gqa_tied", "mha_untied", "masked", "packed"};
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) test_case(cases[i]);
     test_adamw();
     test_lora();
+    test_qlora();
     CHECK_DONE();
 }
