@@ -62,7 +62,7 @@ int main(int argc, char **argv) {
         double t1 = now();
         cm_lm_backward(t, p, g, 1.0f / n);
         double t2 = now();
-        double norm = sqrt(cm_grad_sumsq(g, 0, g->n));
+        double norm = sqrt(cm_grad_sumsq_pool(g, 0, g->n, pool));
         cm_grad_clip(g, norm, 1.0f);
         cm_adamw_update_pool(&ac, 1e-4f, k + 1, p, g, mom, vel, 0, p->n, pool);
         double t3 = now();

@@ -28,6 +28,9 @@ void cm_adamw_update_pool(const cm_adamw_config *c, float lr, long t, cm_params 
 
 /* Sum of squares of the floats [begin, end) of g (in double). */
 double cm_grad_sumsq(const cm_params *g, size_t begin, size_t end);
+/* The same split across the pool (partial sums per thread added in thread order: deterministic for a given
+ * thread count, not bitwise equal to cm_grad_sumsq). */
+double cm_grad_sumsq_pool(const cm_params *g, size_t begin, size_t end, cm_pool *pool);
 /* Scale every gradient so that the global norm `norm` becomes at most `max_norm` (no-op when max_norm <= 0
  * or the norm is below it). Returns the factor applied. */
 float cm_grad_clip(cm_params *g, double norm, float max_norm);

@@ -129,7 +129,7 @@ static cm_status train_step(ft *f, int step, double *loss, double *grad_norm, si
         sum += l;
     }
     *loss = sum / (double)trained;
-    *grad_norm = sqrt(cm_grad_sumsq(f->opt_g, 0, f->opt_g->n));
+    *grad_norm = sqrt(cm_grad_sumsq_pool(f->opt_g, 0, f->opt_g->n, f->pool));
     return CM_OK;
 }
 

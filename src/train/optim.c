@@ -53,6 +53,32 @@ void cm_adamw_update_pool(const cm_adamw_config *c, float lr, long t, cm_params 
     cm_pool_run(pool, adamw_worker, &j);
 }
 
+typedef struct {
+    const float *g;
+    size_t begin, end;
+    double part[64];
+} sumsq_job;
+
+static void sumsq_worker(void *arg, int thread, int n_threads) {
+    sumsq_job *j = arg;
+    size_t n = j->end - j->begin, chunk = (n + n_threads - 1) / n_threads;
+    size_t b = j->begin + chunk * (size_t)thread, e = b + chunk < j->end ? b + chunk : j->end;
+    double s = 0;
+    for (size_t i = b; i < e; i++) s += (double)j->g[i] * j->g[i];
+    j->part[thread] = s;
+}
+
+double cm_grad_sumsq_pool(const cm_params *g, size_t begin, size_t end, cm_pool *pool) {
+    if (end > g->n) end = g->n;
+    if (end <= begin) return 0;
+    if (cm_pool_size(pool) > 64) pool = NULL;
+    sumsq_job j = {.g = g->data, .begin = begin, .end = end};
+    cm_pool_run(pool, sumsq_worker, &j);
+    double s = 0;
+    for (int t = 0; t < cm_pool_size(pool); t++) s += j.part[t]; /* fixed order: the same sum every run */
+    return s;
+}
+
 double cm_grad_sumsq(const cm_params *g, size_t begin, size_t end) {
     double s = 0;
     for (size_t i = begin; i < end && i < g->n; i++) s += (double)g->data[i] * g->data[i];

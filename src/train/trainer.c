@@ -419,20 +419,20 @@ static cm_status train_step(run *r, int step, double *loss, double *grad_norm) {
     if (r->ranks == 1) {
         CM_TRY(st);
         *loss = sum / (double)counted;
-        *grad_norm = sqrt(cm_grad_sumsq(r->grads, 0, r->grads->n));
+        *grad_norm = sqrt(cm_grad_sumsq_pool(r->grads, 0, r->grads->n, r->pool));
         return CM_OK;
     }
     CM_TRY(cm_dist_agree(r->dist, st));
     double red[3] = {sum, (double)counted, 0};
     if (r->zero) {
         CM_TRY(cm_dist_reduce_scatter_f32(r->dist, r->grads->data, r->gshard, r->counts));
-        red[2] = cm_grad_sumsq(&r->gview, 0, r->shard_n);
+        red[2] = cm_grad_sumsq_pool(&r->gview, 0, r->shard_n, r->pool);
     } else {
         CM_TRY(cm_dist_allreduce_f32(r->dist, r->grads->data, r->grads->n));
     }
     CM_TRY(cm_dist_allreduce_f64(r->dist, red, 3));
     *loss = red[0] / red[1];
-    *grad_norm = sqrt(r->zero ? red[2] : cm_grad_sumsq(r->grads, 0, r->grads->n));
+    *grad_norm = sqrt(r->zero ? red[2] : cm_grad_sumsq_pool(r->grads, 0, r->grads->n, r->pool));
     return CM_OK;
 }
 
