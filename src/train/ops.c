@@ -95,9 +95,9 @@ void cm_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x
 }
 
 /* ---- linear ----
- * One threading system: the pool splits each product (rows of x for y and dx, rows of W for dW) and every
- * part is a single-threaded BLAS call, so BLAS's own threads never compete with the pool's. The split does not
- * change any element's sum. */
+ * One threading system: the pool splits each product and every part is a single-threaded BLAS call, so BLAS's
+ * own threads never compete with the pool's. Each product is split along the dimension that keeps the larger
+ * operand from being packed by every thread. The split does not change any element's sum. */
 
 typedef struct {
     float *y, *dx, *dw;
@@ -107,23 +107,41 @@ typedef struct {
 
 static void lin_fwd_worker(void *arg, int thread, int n_threads) {
     lin_job *j = arg;
-    int t0, t1;
-    cm_split_range(j->n, n_threads, thread, &t0, &t1);
-    if (t1 > t0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t1 - t0, j->out, j->in, 1.0f, j->x + (size_t)t0 * j->in,
-                    j->in, j->w, j->in, 0.0f, j->y + (size_t)t0 * j->out, j->out);
+    int a, b;
+    if (j->out > j->n) { /* split W's rows: each thread packs its part of the larger W and all of x */
+        cm_split_range(j->out, n_threads, thread, &a, &b);
+        if (b > a)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->n, b - a, j->in, 1.0f, j->x, j->in,
+                        j->w + (size_t)a * j->in, j->in, 0.0f, j->y + a, j->out);
+        return;
+    }
+    cm_split_range(j->n, n_threads, thread, &a, &b); /* split x's rows */
+    if (b > a)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b - a, j->out, j->in, 1.0f, j->x + (size_t)a * j->in,
+                    j->in, j->w, j->in, 0.0f, j->y + (size_t)a * j->out, j->out);
 }
 
 static void lin_bwd_worker(void *arg, int thread, int n_threads) {
     lin_job *j = arg;
     int r0, r1;
-    if (j->dw) { /* dW[r0:r1] += dy[:, r0:r1]^T x */
+    if (j->dw && j->in > j->out) { /* dW[:, c0:c1] += dy^T x[:, c0:c1]: each thread packs its columns of x */
+        cm_split_range(j->in, n_threads, thread, &r0, &r1);
+        if (r1 > r0)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, j->out, r1 - r0, j->n, 1.0f, j->dy, j->out, j->x + r0,
+                        j->in, 1.0f, j->dw + r0, j->in);
+    } else if (j->dw) { /* dW[r0:r1] += dy[:, r0:r1]^T x: each thread packs its columns of dy */
         cm_split_range(j->out, n_threads, thread, &r0, &r1);
         if (r1 > r0)
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r1 - r0, j->in, j->n, 1.0f, j->dy + r0, j->out, j->x,
                         j->in, 1.0f, j->dw + (size_t)r0 * j->in, j->in);
     }
-    if (j->dx) { /* dx[t0:t1] += dy[t0:t1] W */
+    if (j->dx && j->in > j->n) {
+        /* W is the larger operand: dx[:, c0:c1] += dy W[:, c0:c1], each thread packing its columns of W */
+        cm_split_range(j->in, n_threads, thread, &r0, &r1);
+        if (r1 > r0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, j->n, r1 - r0, j->out, 1.0f, j->dy, j->out,
+                        j->w + r0, j->in, 1.0f, j->dx + r0, j->in);
+    } else if (j->dx) { /* dx[t0:t1] += dy[t0:t1] W */
         cm_split_range(j->n, n_threads, thread, &r0, &r1);
         if (r1 > r0)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, j->in, j->out, 1.0f,
