@@ -93,10 +93,7 @@ const cm_param_tensor *cm_params_find(const cm_params *p, const char *name) {
 }
 
 static void weight_to_f32(const cm_weight *w, float *dst) {
-    size_t row_bytes = cm_row_bytes(w->dtype, (size_t)w->cols);
-    for (int64_t r = 0; r < w->rows; r++)
-        cm_row_to_f32(w->dtype, (const char *)w->data + (size_t)r * row_bytes, dst + (size_t)r * w->cols,
-                      (size_t)w->cols);
+    for (int64_t r = 0; r < w->rows; r++) cm_weight_row_to_f32(w, r, dst + (size_t)r * w->cols); /* any dtype, NF4 too */
 }
 
 cm_status cm_params_from_model(const cm_model *m, cm_params **out) {
