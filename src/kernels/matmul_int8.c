@@ -4,7 +4,9 @@
  * Paths, chosen per call by cm_isa_active():
  *   scalar  the reference dots (cm_vec_dot_*_ref), one (row, token) pair at a time;
  *   avx2    quant_avx2.c: tiles of 4 rows x 2 tokens, pmaddubsw/pmaddwd;
- *   avx512  quant_avx512.c: tiles of 4 rows x 4 tokens, vpdpbusd (needs AVX-512 VNNI; without it, avx2).
+ *   avx512  quant_avx512.c: tiles of 4 rows x 4 tokens, vpdpbusd (needs AVX-512 VNNI; without it, avx2);
+ *           batches of 8 tokens or more of Q8_0 / Q4_0 weights take the panel kernel (16 rows x 8 tokens
+ *           with whole blocks in int32 lanes, quant_internal.h).
  * The integer dot of every 32-element block is exact in every path; only the order of the fp32 sums of
  * (integer x d_w x d_x) differs (tests/unit/test_quant.c states the tolerance). Rows are split across the
  * pool's threads in whole tiles; the activations are quantized in parallel over tokens first. */
@@ -91,7 +93,28 @@ typedef struct {
     size_t row_bytes;
     int rows;
     bool avx512;
+    uint8_t *xp; /* the prefill panels' activation groups (quant_internal.h), or NULL: the tile path */
 } simd_job;
+
+/* Tokens [t0, t1) of a into the panel kernel's groups of 8 tokens: per block the 32 quants of each token, its
+ * scale and its correction (the sum of the block's 8 corr lanes). */
+static void panel_acts(const cm_qact *a, uint8_t *xp, int t0, int t1) {
+    const int nb = a->cols / CM_QK8_0;
+    const size_t qstride = (size_t)a->nchunk * CM_QCHUNK, sstride = (size_t)a->nchunk * 16;
+    for (int t = t0; t < t1; t++) {
+        const int j = t % CM_QPANEL_TOKENS;
+        uint8_t *g = xp + (size_t)(t / CM_QPANEL_TOKENS) * nb * CM_QPANEL_XBYTES;
+        for (int b = 0; b < nb; b++) {
+            uint8_t *dst = g + (size_t)b * CM_QPANEL_XBYTES;
+            memcpy(dst + 32 * j, a->qs + t * qstride + (size_t)b * CM_QK8_0, CM_QK8_0);
+            memcpy(dst + 256 + 4 * j, a->dx + t * sstride + (size_t)b * 8, 4);
+            const int32_t *c = a->corr + t * sstride + (size_t)b * 8;
+            int32_t sum = 0;
+            for (int l = 0; l < 8; l++) sum += c[l];
+            memcpy(dst + 288 + 4 * j, &sum, 4);
+        }
+    }
+}
 
 static void fill_worker(void *arg, int thread, int n_threads) {
     simd_job *j = arg;
@@ -102,10 +125,31 @@ static void fill_worker(void *arg, int thread, int n_threads) {
         cm_qact_fill_avx512(&j->act, j->x, t0, t1);
     else
         cm_qact_fill_avx2(&j->act, j->x, t0, t1);
+    if (j->xp) panel_acts(&j->act, j->xp, t0, t1);
+}
+
+/* Whole panels of 16 rows per thread, repacked one at a time into this thread's scratch. */
+static void panel_worker(const simd_job *j, int thread, int n_threads) {
+    int b, e;
+    cm_split_range((j->rows + CM_QPANEL_ROWS - 1) / CM_QPANEL_ROWS, n_threads, thread, &b, &e);
+    int r0 = CM_QPANEL_ROWS * b, r1 = CM_QPANEL_ROWS * e < j->rows ? CM_QPANEL_ROWS * e : j->rows;
+    if (r0 >= r1) return;
+    size_t bytes = cm_qpanel_bytes(j->wtype, j->act.cols);
+    void *pk = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!pk) { /* no memory for the panel: the tile kernel, same rows */
+        cm_qgemm_avx512(j->wtype, j->w, j->row_bytes, r0, r1, &j->act, j->y, (size_t)j->rows);
+        return;
+    }
+    cm_qgemm_panels_avx512(j->wtype, j->w, j->row_bytes, r0, r1, &j->act, j->xp, j->y, (size_t)j->rows, pk);
+    free(pk);
 }
 
 static void gemm_worker(void *arg, int thread, int n_threads) {
     const simd_job *j = arg;
+    if (j->xp) {
+        panel_worker(j, thread, n_threads);
+        return;
+    }
     int b, e;
     cm_split_range((j->rows + 3) / 4, n_threads, thread, &b, &e); /* whole tiles of 4 rows */
     int r0 = 4 * b, r1 = 4 * e < j->rows ? 4 * e : j->rows;
@@ -174,6 +218,14 @@ static void matmul_int8_multi(float *const *y, const float *x, int n, const void
     a->qs = (int8_t *)buf;
     a->dx = (float *)(buf + qs_bytes);
     a->corr = a->corr_shift >= 0 ? (int32_t *)(buf + qs_bytes + sc_bytes) : NULL;
+    /* batches of 8 tokens or more with Q8_0 / Q4_0 on AVX-512 VNNI: the panel kernel (quant_internal.h) */
+    if (j.avx512 && n >= CM_QPANEL_TOKENS && (wtype == CM_DTYPE_Q8_0 || wtype == CM_DTYPE_Q4_0)) {
+        size_t groups = (size_t)(n + CM_QPANEL_TOKENS - 1) / CM_QPANEL_TOKENS,
+               gbytes = (size_t)(cols / CM_QK8_0) * CM_QPANEL_XBYTES;
+        j.xp = aligned_alloc(64, groups * gbytes);
+        /* the last group's missing tokens are zeros (computed, never stored) */
+        if (j.xp) memset(j.xp + (groups - 1) * gbytes, 0, gbytes);
+    }
     cm_pool_run(n > 1 ? pool : NULL, fill_worker, &j);
     if (count == 1) {
         cm_pool_run(pool, gemm_worker, &j);
@@ -181,6 +233,7 @@ static void matmul_int8_multi(float *const *y, const float *x, int n, const void
         multi_job m = {&j, count, y, w, rows};
         cm_pool_run(pool, multi_worker, &m);
     }
+    free(j.xp);
     free(buf);
 }
 

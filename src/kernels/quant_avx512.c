@@ -213,6 +213,107 @@ T512 void cm_qgemm_avx512(cm_dtype wt, const void *w, size_t row_bytes, int r0, 
     }
 }
 
+/* ---- prefill panels (quant_internal.h) ---- */
+
+size_t cm_qpanel_bytes(cm_dtype wt, int cols) {
+    return (size_t)(cols / CM_QK8_0) * (64 + (wt == CM_DTYPE_Q8_0 ? 8 : 4) * 64);
+}
+
+/* Rows r..r+count-1 (count <= 16) of W into the panel layout: every 4-byte group of the 16 rows is one gather
+ * (missing rows read as zero, so their scale is 0). */
+INLINE512 void pack_panel(const int q4, const uint8_t *w, size_t row_bytes, int r, int count, int nb,
+                          uint8_t *pk) {
+    const int bb = q4 ? (int)sizeof(cm_block_q4_0) : (int)sizeof(cm_block_q8_0), qv = q4 ? 4 : 8;
+    const __mmask16 m = (__mmask16)((1u << count) - 1);
+    const __m512i idx =
+        _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                           _mm512_set1_epi32((int)row_bytes));
+    const uint8_t *base = w + (size_t)r * row_bytes;
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = base + (size_t)b * bb;
+        uint8_t *dst = pk + (size_t)b * (64 + 64 * qv);
+        /* the fp16 scale is the first 2 bytes of the block (the gather's upper 2 bytes are quants) */
+        const __m512i d = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, blk, 1);
+        _mm512_store_ps(dst, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(d)));
+        for (int k = 0; k < qv; k++) {
+            __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, blk + 2 + 4 * k, 1);
+            if (!q4) v = _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80)); /* q + 128 as unsigned */
+            _mm512_store_si512(dst + 64 + 64 * k, v);
+        }
+    }
+}
+
+INLINE512 __m512i bcast32(const uint8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+INLINE512 __m512 bcastf(const uint8_t *p) {
+    float v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_ps(v);
+}
+
+/* 16 panel rows x 8 tokens (one activation group): per block, 8 int32 chains (one per token) of 8 vpdpbusd
+ * each, then one conversion, multiply by the token's scale and FMA with the rows' scales per token. */
+INLINE512 void panel_tile(const int q4, const uint8_t *pk, const uint8_t *xg, int nb, float *y, size_t ldy,
+                          int ntok, __mmask16 m) {
+    const int qv = q4 ? 4 : 8;
+    const size_t pb = 64 + 64 * (size_t)qv;
+    __m512 acc[CM_QPANEL_TOKENS];
+    for (int j = 0; j < CM_QPANEL_TOKENS; j++) acc[j] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *wb = pk + (size_t)b * pb, *xb = xg + (size_t)b * CM_QPANEL_XBYTES;
+        __m512i dot[CM_QPANEL_TOKENS];
+        for (int j = 0; j < CM_QPANEL_TOKENS; j++) dot[j] = bcast32(xb + 288 + 4 * j);
+        for (int k = 0; k < qv; k++) {
+            const __m512i v = _mm512_load_si512(wb + 64 + 64 * k);
+            if (q4) {
+                const __m512i lo = _mm512_and_si512(v, _mm512_set1_epi8(0x0F));
+                const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0F));
+                for (int j = 0; j < CM_QPANEL_TOKENS; j++) {
+                    dot[j] = _mm512_dpbusd_epi32(dot[j], lo, bcast32(xb + 32 * j + 4 * k));
+                    dot[j] = _mm512_dpbusd_epi32(dot[j], hi, bcast32(xb + 32 * j + 16 + 4 * k));
+                }
+            } else {
+                for (int j = 0; j < CM_QPANEL_TOKENS; j++)
+                    dot[j] = _mm512_dpbusd_epi32(dot[j], v, bcast32(xb + 32 * j + 4 * k));
+            }
+        }
+        const __m512 dw = _mm512_load_ps(wb);
+        for (int j = 0; j < CM_QPANEL_TOKENS; j++)
+            acc[j] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot[j]), bcastf(xb + 256 + 4 * j)), dw,
+                                     acc[j]);
+    }
+    for (int j = 0; j < ntok; j++) _mm512_mask_storeu_ps(y + (size_t)j * ldy, m, acc[j]);
+}
+
+#define PANELS(name, q4)                                                                                     \
+    T512 static void name(const uint8_t *w, size_t row_bytes, int r0, int r1, const cm_qact *a,              \
+                          const uint8_t *xp, float *y, size_t ldy, uint8_t *pk) {                            \
+        const int nb = a->cols / CM_QK8_0;                                                                   \
+        for (int r = r0; r < r1; r += CM_QPANEL_ROWS) {                                                      \
+            const int count = r1 - r < CM_QPANEL_ROWS ? r1 - r : CM_QPANEL_ROWS;                             \
+            pack_panel(q4, w, row_bytes, r, count, nb, pk);                                                  \
+            const __mmask16 m = (__mmask16)((1u << count) - 1);                                              \
+            for (int t = 0; t < a->n; t += CM_QPANEL_TOKENS)                                                 \
+                panel_tile(q4, pk, xp + (size_t)(t / CM_QPANEL_TOKENS) * nb * CM_QPANEL_XBYTES, nb,          \
+                           y + (size_t)t * ldy + r, ldy,                                                     \
+                           a->n - t < CM_QPANEL_TOKENS ? a->n - t : CM_QPANEL_TOKENS, m);                    \
+        }                                                                                                    \
+    }
+PANELS(panels_q8_0, 0)
+PANELS(panels_q4_0, 1)
+
+T512 void cm_qgemm_panels_avx512(cm_dtype wt, const void *w, size_t row_bytes, int r0, int r1,
+                                 const cm_qact *a, const uint8_t *xp, float *y, size_t ldy, void *scratch) {
+    if (wt == CM_DTYPE_Q4_0)
+        panels_q4_0(w, row_bytes, r0, r1, a, xp, y, ldy, scratch);
+    else if (wt == CM_DTYPE_Q8_0)
+        panels_q8_0(w, row_bytes, r0, r1, a, xp, y, ldy, scratch);
+}
+
 #else
 /* Not x86-64: never chosen (cm_isa_active() is scalar), present so the library links. */
 void cm_qact_fill_avx512(cm_qact *a, const float *x, int t0, int t1) {
@@ -221,5 +322,13 @@ void cm_qact_fill_avx512(cm_qact *a, const float *x, int t0, int t1) {
 void cm_qgemm_avx512(cm_dtype wt, const void *w, size_t row_bytes, int r0, int r1, const cm_qact *a, float *y,
                      size_t ldy) {
     (void)wt, (void)w, (void)row_bytes, (void)r0, (void)r1, (void)a, (void)y, (void)ldy;
+}
+size_t cm_qpanel_bytes(cm_dtype wt, int cols) {
+    return (size_t)(cols / CM_QK8_0) * (64 + (wt == CM_DTYPE_Q8_0 ? 8 : 4) * 64);
+}
+void cm_qgemm_panels_avx512(cm_dtype wt, const void *w, size_t row_bytes, int r0, int r1, const cm_qact *a,
+                            const uint8_t *xp, float *y, size_t ldy, void *scratch) {
+    (void)wt, (void)w, (void)row_bytes, (void)r0, (void)r1, (void)a, (void)xp, (void)y, (void)ldy,
+        (void)scratch;
 }
 #endif

@@ -43,4 +43,29 @@ void cm_qgemm_avx2(cm_dtype wt, const void *w, size_t row_bytes, int r0, int r1,
 void cm_qgemm_avx512(cm_dtype wt, const void *w, size_t row_bytes, int r0, int r1, const cm_qact *a, float *y,
                      size_t ldy);
 
+/* Prefill panels (AVX-512 VNNI, Q8_0 and Q4_0 weights, batches of CM_QPANEL_TOKENS tokens or more). The tile
+ * above puts the 64 elements of a chunk in the lanes of one vector, so every (row, token) pair pays one int
+ * -> float conversion, scale multiply and FMA per chunk: at 128 tokens those, not vpdpbusd, bound it. The
+ * panel kernel instead puts 16 weight rows in the lanes (4 consecutive elements of each row per 32-bit lane)
+ * and broadcasts 4 activation bytes of one token, so a lane accumulates a whole 32-element block of one (row,
+ * token) pair in int32, and the conversion, the scale multiply and the FMA are paid once per block for 16
+ * pairs. Weights are repacked into that layout 16 rows at a time into a per-thread scratch panel (in cache,
+ * reused by every token), the activations once per matmul into groups of 8 tokens:
+ *   weight panel, per block b:  float dw[16] (row scales), then 64-byte vectors k (QV = 8 for Q8_0: row i's
+ *       quants 4k..4k+3 + 128 in lane i; QV = 4 for Q4_0: row i's packed bytes 4k..4k+3 in lane i, whose low
+ *       nibbles are elements 4k..4k+3 and high nibbles elements 16+4k..16+4k+3, both + 8)
+ *   activation group g, per block b (CM_QPANEL_XBYTES): int8 qs[8][32], float dx[8], int32 corr[8] where
+ *       corr = -(offset x the block's sum of quants) removes the weights' +128 / +8.
+ * A (row, token) value depends on neither the tile position nor the thread count (whole panels per thread),
+ * only on whether the batch takes this path. */
+#define CM_QPANEL_ROWS 16
+#define CM_QPANEL_TOKENS 8
+#define CM_QPANEL_XBYTES 320
+/* Bytes of one weight panel of `cols` elements (cols a multiple of 32). */
+size_t cm_qpanel_bytes(cm_dtype wt, int cols);
+/* Rows [r0, r1) (r0 a multiple of 16) against every token of the group layout xp (a->n tokens, padded to
+ * whole groups with zeros); scratch holds cm_qpanel_bytes. Q8_0 or Q4_0 only. */
+void cm_qgemm_panels_avx512(cm_dtype wt, const void *w, size_t row_bytes, int r0, int r1, const cm_qact *a,
+                            const uint8_t *xp, float *y, size_t ldy, void *scratch);
+
 #endif

@@ -250,7 +250,8 @@ static void test_matmul_paths(void) {
                     float *x = malloc((size_t)n * cols * sizeof(float));
                     for (int i = 0; i < n * cols; i++) x[i] = uniform();
                     float *ref = malloc((size_t)n * rows * sizeof(float)),
-                          *y = malloc((size_t)n * rows * sizeof(float));
+                          *y = malloc((size_t)n * rows * sizeof(float)),
+                          *y1 = malloc((size_t)n * rows * sizeof(float));
                     cm_matmul_ref(ref, x, n, w, t, rows, cols);
                     double scale = 0;
                     for (int i = 0; i < n * rows; i++) scale = fmax(scale, fabs(ref[i]));
@@ -261,6 +262,14 @@ static void test_matmul_paths(void) {
                             cm_matmul(y, x, n, w, t, rows, cols, th == 2 ? pool2 : NULL);
                             double e = cm_test_max_diff(y, ref, (size_t)n * rows);
                             compared++;
+                            /* rows are split across threads whole: 2 threads give 1 thread's bytes */
+                            if (th == 1)
+                                memcpy(y1, y, (size_t)n * rows * sizeof(float));
+                            else if (memcmp(y1, y, (size_t)n * rows * sizeof(float)) != 0) {
+                                fprintf(stderr, "%s %s rows %d cols %d n %d: 2 threads differ from 1\n",
+                                        cm_dtype_name(t), cm_isa_name((cm_isa)isa), rows, cols, n);
+                                check_failures++;
+                            }
                             if (!(e <= 1e-5 * scale + 1e-6)) {
                                 fprintf(
                                     stderr, "%s %s rows %d cols %d n %d threads %d: max diff %g (scale %g)\n",
@@ -270,7 +279,7 @@ static void test_matmul_paths(void) {
                         }
                     }
                     cm_isa_force(-1);
-                    free(x), free(ref), free(y);
+                    free(x), free(ref), free(y), free(y1);
                 }
                 free(w);
             }
@@ -334,9 +343,11 @@ static void test_matmul_multi(void) {
 }
 
 /* With every scale 1 (fp16 1.0) and integer activations whose blocks reach +-127, each product is an integer
- * below 2^24, so any order of fp32 sums is exact: every path must give the exact integer dot. */
+ * below 2^24, so any order of fp32 sums is exact: every path must give the exact integer dot. The first 6
+ * tokens alone take the tile kernels, all 11 the AVX-512 panel kernel (a whole group of 8 and a part, 9 rows
+ * of a 16-row panel). */
 static void test_matmul_exact(void) {
-    const int rows = 9, cols = 512, n = 6;
+    const int rows = 9, cols = 512, n = 11;
     int16_t *wi = malloc((size_t)rows * cols * sizeof *wi);
     float *x = malloc((size_t)n * cols * sizeof(float));
     for (int i = 0; i < n * cols; i++) x[i] = (float)((int)(next_u32() % 255) - 127);
@@ -382,20 +393,21 @@ static void test_matmul_exact(void) {
                 }
             }
         }
-        for (int isa = 0; isa < n_isas(); isa++) {
-            cm_isa_force(isa);
-            float y[9 * 6];
-            cm_matmul(y, x, n, w, t, rows, cols, NULL);
-            for (int tk = 0; tk < n; tk++) {
+        for (int isa = 0; isa < n_isas() * 2; isa++) {
+            const int nn = isa % 2 ? n : 6;
+            cm_isa_force(isa / 2);
+            float y[9 * 11];
+            cm_matmul(y, x, nn, w, t, rows, cols, NULL);
+            for (int tk = 0; tk < nn; tk++) {
                 for (int r = 0; r < rows; r++) {
                     int64_t want = 0;
                     for (int c = 0; c < cols; c++)
                         want += (int64_t)wi[(size_t)r * cols + c] * (int64_t)x[(size_t)tk * cols + c];
                     if (y[tk * rows + r] != (float)want) {
-                        fprintf(stderr, "%s %s: token %d row %d: %.1f, want %lld\n", cm_dtype_name(t),
-                                cm_isa_name((cm_isa)isa), tk, r, y[tk * rows + r], (long long)want);
+                        fprintf(stderr, "%s %s n %d: token %d row %d: %.1f, want %lld\n", cm_dtype_name(t),
+                                cm_isa_name((cm_isa)(isa / 2)), nn, tk, r, y[tk * rows + r], (long long)want);
                         check_failures++;
-                        r = rows, tk = n;
+                        r = rows, tk = nn;
                     }
                 }
             }
