@@ -12,6 +12,7 @@
 #include "camelid/finetune.h"
 #include "camelid/peft.h"
 #include "commands.h"
+#include "train_progress.h"
 
 static const char *help =
     "usage: camelid finetune BASE --data FILE --template NAME --out DIR [--lora | --qlora] [options]\n"
@@ -57,39 +58,6 @@ static const char *help =
     "  --resume              continue DIR from its latest checkpoint\n"
     "  -t, --threads N       threads (default: all cores)\n"
     "  -h, --help            this help\n";
-
-static volatile sig_atomic_t interrupted = 0;
-static void on_sigint(int sig) {
-    (void)sig;
-    interrupted = 1;
-}
-
-typedef struct {
-    bool tty;
-    double last_draw;
-} progress_ctx;
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static int on_progress(void *user, const cm_train_progress *p) {
-    progress_ctx *c = user;
-    if (!c->tty) return interrupted;
-    double t = now_s();
-    if (t - c->last_draw < 0.1 && p->step != p->steps && isnan(p->val_loss)) return interrupted;
-    c->last_draw = t;
-    int run_steps = p->step - p->first_step + 1;
-    double eta = p->elapsed_s / run_steps * (p->steps - p->step);
-    fprintf(stderr, "\r\033[Kstep %d/%d loss %.4f", p->step, p->steps, p->loss);
-    if (!isnan(p->val_loss)) fprintf(stderr, " val %.4f", p->val_loss);
-    fprintf(stderr, "  lr %.2e  %.0f tok/s  ETA %d:%02d", p->lr, p->tokens_per_s, (int)(eta / 60), (int)eta % 60);
-    if (!isnan(p->val_loss) || p->step == p->steps) fputc('\n', stderr);
-    fflush(stderr);
-    return interrupted;
-}
 
 int cmd_finetune(int argc, char **argv) {
     cm_finetune_options o;
@@ -183,17 +151,17 @@ int cmd_finetune(int argc, char **argv) {
                 "rows; %d steps\n",
                 all->examples, all->truncated, all->skipped, seq, cm_sft_rows(ds, CM_SFT_TRAIN),
                 cm_sft_rows(ds, CM_SFT_VAL), steps);
-        progress_ctx pc = {.tty = isatty(2)};
-        o.progress = on_progress;
+        train_progress pc = {.tty = isatty(2)};
+        o.progress = train_progress_update;
         o.user = &pc;
-        signal(SIGINT, on_sigint);
+        train_progress_catch_sigint(true);
         cm_status st = cm_finetune_run(&o, m);
-        signal(SIGINT, SIG_DFL);
+        train_progress_catch_sigint(false);
         if (st != CM_OK) {
             if (pc.tty) fputc('\n', stderr);
             ret = cli_fail_status();
         } else {
-            printf("%s: %s in %s, log %s/log.jsonl, report %s/report.html\n", interrupted ? "interrupted" : "fine-tuned",
+            printf("%s: %s in %s, log %s/log.jsonl, report %s/report.html\n", train_progress_interrupted() ? "interrupted" : "fine-tuned",
                    o.mode == CM_FT_FULL ? "HF folder" : "PEFT adapter", o.out_dir, o.out_dir, o.out_dir);
         }
     }

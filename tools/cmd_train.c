@@ -12,6 +12,7 @@
 #include "camelid/model.h"
 #include "camelid/trainer.h"
 #include "commands.h"
+#include "train_progress.h"
 
 static const char *help =
     "usage: camelid train --config SHAPE|config.json|MODEL --data DIR --out RUN_DIR [options]\n"
@@ -54,12 +55,6 @@ static const char *help =
     "  the gradients are summed over the ranks; rank 0 writes the log and the checkpoints, which resume on any\n"
     "  number of ranks. Give each rank its own cores (-t 1 for one thread each on a small machine).\n";
 
-static volatile sig_atomic_t interrupted = 0;
-static void on_sigint(int sig) {
-    (void)sig;
-    interrupted = 1;
-}
-
 /* Under mpirun, a rank that dies makes the launcher end the others with SIGTERM: say so in one line (written
  * beforehand, as a signal handler may only write()) instead of vanishing. Checkpoints are written atomically,
  * so the one RUN_DIR/latest names stays whole. */
@@ -69,41 +64,6 @@ static void on_sigterm(int sig) {
     (void)sig;
     if (write(2, term_note, term_note_len) < 0) _exit(143);
     _exit(143);
-}
-
-typedef struct {
-    bool tty;
-    double last_draw;
-} progress_ctx;
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static int on_progress(void *user, const cm_train_progress *p) {
-    progress_ctx *c = user;
-    if (c->tty) {
-        double t = now_s();
-        bool done = p->step == p->steps;
-        if (t - c->last_draw >= 0.1 || done || p->checkpoint || !isnan(p->val_loss)) {
-            c->last_draw = t;
-            int run_steps = p->step - p->first_step + 1;
-            double eta = p->elapsed_s / run_steps * (p->steps - p->step);
-            int width = 24, fill = (int)((double)width * p->step / p->steps);
-            char bar[32];
-            for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
-            bar[width] = 0;
-            fprintf(stderr, "\r\033[Kstep %d/%d [%s] loss %.4f", p->step, p->steps, bar, p->loss);
-            if (!isnan(p->val_loss)) fprintf(stderr, " val %.4f", p->val_loss);
-            fprintf(stderr, "  lr %.2e  %.0f tok/s  ETA %d:%02d", p->lr, p->tokens_per_s, (int)(eta / 60),
-                    (int)eta % 60);
-            if (!isnan(p->val_loss) || p->checkpoint) fputc('\n', stderr);
-            fflush(stderr);
-        }
-    }
-    return interrupted;
 }
 
 /* --config: a named shape, else a config.json, else the shape of a model. */
@@ -261,12 +221,12 @@ static int train_main(int argc, char **argv, cm_dist **dist) {
         term_note_len = n < 0 ? 0 : (size_t)n < sizeof term_note ? (size_t)n : sizeof term_note - 1;
         signal(SIGTERM, on_sigterm);
     }
-    progress_ctx pc = {.tty = isatty(2) && rank == 0};
-    o.progress = rank == 0 ? on_progress : NULL;
+    train_progress pc = {.tty = isatty(2) && rank == 0};
+    o.progress = rank == 0 ? train_progress_update : NULL;
     o.user = &pc;
-    signal(SIGINT, on_sigint);
+    train_progress_catch_sigint(true);
     cm_status st = cm_train_run(&o, params);
-    signal(SIGINT, SIG_DFL);
+    train_progress_catch_sigint(false);
     int ret = 0;
     if (st != CM_OK) {
         if (pc.tty) fputc('\n', stderr);
@@ -275,7 +235,7 @@ static int train_main(int argc, char **argv, cm_dist **dist) {
     } else if (rank == 0) {
         char *latest = NULL, *model_dir = cm_path_join(o.out_dir, "model");
         cm_train_latest_checkpoint(o.out_dir, &latest);
-        printf("%s: checkpoint %s, log %s/log.jsonl, report %s/report.html", interrupted ? "interrupted" : "trained",
+        printf("%s: checkpoint %s, log %s/log.jsonl, report %s/report.html", train_progress_interrupted() ? "interrupted" : "trained",
                latest ? latest : "(none)", o.out_dir, o.out_dir);
         if (model_dir && cm_path_is_dir(model_dir)) printf(", model %s", model_dir);
         putchar('\n');

@@ -10,6 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "train/train_internal.h"
+
 #ifdef CAMELID_HAVE_MPI
 #include <mpi.h>
 #endif
@@ -111,12 +113,6 @@ void cm_dist_share(size_t n, int size, int rank, size_t *begin, size_t *end) {
 }
 
 #ifdef CAMELID_HAVE_MPI
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static bool active(const cm_dist *d) {
     return d && d->mpi && d->size > 1;
 }
@@ -149,11 +145,11 @@ static cm_status int_counts(const cm_dist *d, const size_t *counts, const char *
 cm_status cm_dist_agree(cm_dist *d, cm_status mine) {
 #ifdef CAMELID_HAVE_MPI
     if (!active(d)) return mine;
-    double t0 = now_s();
+    double t0 = cm_train_now_s();
     int first = mine != CM_OK ? d->rank : d->size;
     MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
     if (first == d->size) {
-        d->comm_s += now_s() - t0;
+        d->comm_s += cm_train_now_s() - t0;
         return CM_OK;
     }
     char msg[2048];
@@ -164,7 +160,7 @@ cm_status cm_dist_agree(cm_dist *d, cm_status mine) {
     }
     MPI_Bcast(hdr, 2, MPI_INT, first, MPI_COMM_WORLD);
     MPI_Bcast(msg, hdr[1], MPI_CHAR, first, MPI_COMM_WORLD);
-    d->comm_s += now_s() - t0;
+    d->comm_s += cm_train_now_s() - t0;
     d->failed_together = true;
     cm_status code = hdr[0] > 0 ? (cm_status)hdr[0] : CM_ERR_IO;
     if (first == 0) return d->rank == 0 ? mine : cm_error(code, "%s", msg);
@@ -178,12 +174,12 @@ cm_status cm_dist_agree(cm_dist *d, cm_status mine) {
 cm_status cm_dist_allreduce_f32(cm_dist *d, float *buf, size_t n) {
 #ifdef CAMELID_HAVE_MPI
     if (!active(d)) return CM_OK;
-    double t0 = now_s();
+    double t0 = cm_train_now_s();
     for (size_t off = 0; off < n; off += (size_t)INT_MAX / 2) {
         size_t k = n - off < (size_t)INT_MAX / 2 ? n - off : (size_t)INT_MAX / 2;
         MPI_Allreduce(MPI_IN_PLACE, buf + off, (int)k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
     }
-    d->comm_s += now_s() - t0;
+    d->comm_s += cm_train_now_s() - t0;
 #else
     (void)d, (void)buf, (void)n;
 #endif
@@ -194,9 +190,9 @@ cm_status cm_dist_allreduce_f64(cm_dist *d, double *buf, size_t n) {
 #ifdef CAMELID_HAVE_MPI
     if (!active(d)) return CM_OK;
     if (n > INT_MAX) return cm_error(CM_ERR_UNSUPPORTED, "all-reduce of %zu doubles", n);
-    double t0 = now_s();
+    double t0 = cm_train_now_s();
     MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-    d->comm_s += now_s() - t0;
+    d->comm_s += cm_train_now_s() - t0;
 #else
     (void)d, (void)buf, (void)n;
 #endif
@@ -208,9 +204,9 @@ cm_status cm_dist_reduce_scatter_f32(cm_dist *d, const float *in, float *out, co
     if (active(d)) {
         int *cnt, *disp;
         CM_TRY(int_counts(d, counts, "reduce-scatter", &cnt, &disp));
-        double t0 = now_s();
+        double t0 = cm_train_now_s();
         MPI_Reduce_scatter(in, out, cnt, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
-        d->comm_s += now_s() - t0;
+        d->comm_s += cm_train_now_s() - t0;
         free(cnt), free(disp);
         return CM_OK;
     }
@@ -224,9 +220,9 @@ cm_status cm_dist_allgather_f32(cm_dist *d, float *buf, const size_t *counts) {
     if (active(d)) {
         int *cnt, *disp;
         CM_TRY(int_counts(d, counts, "all-gather", &cnt, &disp));
-        double t0 = now_s();
+        double t0 = cm_train_now_s();
         MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, cnt, disp, MPI_FLOAT, MPI_COMM_WORLD);
-        d->comm_s += now_s() - t0;
+        d->comm_s += cm_train_now_s() - t0;
         free(cnt), free(disp);
     }
 #else
@@ -240,9 +236,9 @@ cm_status cm_dist_gather_f32(cm_dist *d, const float *mine, float *all, const si
     if (active(d)) {
         int *cnt, *disp;
         CM_TRY(int_counts(d, counts, "gather", &cnt, &disp));
-        double t0 = now_s();
+        double t0 = cm_train_now_s();
         MPI_Gatherv(mine, cnt[d->rank], MPI_FLOAT, all, cnt, disp, MPI_FLOAT, root, MPI_COMM_WORLD);
-        d->comm_s += now_s() - t0;
+        d->comm_s += cm_train_now_s() - t0;
         free(cnt), free(disp);
         return CM_OK;
     }
@@ -257,9 +253,9 @@ cm_status cm_dist_scatter_f32(cm_dist *d, const float *all, float *mine, const s
     if (active(d)) {
         int *cnt, *disp;
         CM_TRY(int_counts(d, counts, "scatter", &cnt, &disp));
-        double t0 = now_s();
+        double t0 = cm_train_now_s();
         MPI_Scatterv(all, cnt, disp, MPI_FLOAT, mine, cnt[d->rank], MPI_FLOAT, root, MPI_COMM_WORLD);
-        d->comm_s += now_s() - t0;
+        d->comm_s += cm_train_now_s() - t0;
         free(cnt), free(disp);
         return CM_OK;
     }
@@ -272,12 +268,12 @@ cm_status cm_dist_scatter_f32(cm_dist *d, const float *all, float *mine, const s
 cm_status cm_dist_bcast(cm_dist *d, void *buf, size_t bytes, int root) {
 #ifdef CAMELID_HAVE_MPI
     if (!active(d)) return CM_OK;
-    double t0 = now_s();
+    double t0 = cm_train_now_s();
     for (size_t off = 0; off < bytes; off += (size_t)INT_MAX) {
         size_t k = bytes - off < (size_t)INT_MAX ? bytes - off : (size_t)INT_MAX;
         MPI_Bcast((char *)buf + off, (int)k, MPI_BYTE, root, MPI_COMM_WORLD);
     }
-    d->comm_s += now_s() - t0;
+    d->comm_s += cm_train_now_s() - t0;
 #else
     (void)d, (void)buf, (void)bytes, (void)root;
 #endif
@@ -288,7 +284,7 @@ cm_status cm_dist_gather_bytes(cm_dist *d, const void *mine, size_t n, int root,
     *all = NULL;
 #ifdef CAMELID_HAVE_MPI
     if (active(d)) {
-        double t0 = now_s();
+        double t0 = cm_train_now_s();
         uint64_t mine_n = n, *ns = d->rank == root ? malloc((size_t)d->size * sizeof *ns) : NULL;
         int *cnt = d->rank == root ? malloc((size_t)d->size * sizeof(int)) : NULL;
         int *disp = d->rank == root ? malloc((size_t)d->size * sizeof(int)) : NULL;
@@ -313,7 +309,7 @@ cm_status cm_dist_gather_bytes(cm_dist *d, const void *mine, size_t n, int root,
         MPI_Bcast(&ok, 1, MPI_INT, root, MPI_COMM_WORLD);
         if (ok) MPI_Gatherv(mine, (int)n, MPI_BYTE, *all, cnt, disp, MPI_BYTE, root, MPI_COMM_WORLD);
         free(ns), free(cnt), free(disp);
-        d->comm_s += now_s() - t0;
+        d->comm_s += cm_train_now_s() - t0;
         if (!ok) {
             free(*all);
             *all = NULL;

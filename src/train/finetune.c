@@ -41,19 +41,6 @@ int cm_finetune_steps(const cm_finetune_options *o) {
     return steps > 0 ? (int)steps : 1;
 }
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static uint64_t mix64(uint64_t z) {
-    z += 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 typedef struct ft {
     const cm_finetune_options *o;
     cm_model *base;
@@ -118,7 +105,7 @@ static cm_status train_step(ft *f, int step, double *loss, double *grad_norm, si
     for (int k = 0; k < o->grad_accum; k++) {
         size_t at = (size_t)k * o->batch * T;
         cm_train_batch b = {o->batch, f->T, f->tokens + at, f->targets + at, f->positions + at, f->doc_ids + at};
-        uint64_t seed = mix64(mix64(o->seed ^ 0x5eed) ^ ((uint64_t)step << 16 | (uint64_t)k));
+        uint64_t seed = cm_train_mix64(cm_train_mix64(o->seed ^ 0x5eed) ^ ((uint64_t)step << 16 | (uint64_t)k));
         double l;
         int n;
         CM_TRY(run_forward(f, &b, seed, &l, &n));
@@ -162,7 +149,7 @@ static cm_status evaluate(ft *f, double *val_loss) {
 
 /* PEFT's initialization: A ~ Kaiming-uniform with a = sqrt(5), i.e. U(-1/sqrt(in), 1/sqrt(in)); B = 0. */
 static void init_lora(cm_lora_params *l, uint64_t seed) {
-    uint64_t s = mix64(seed ^ 0x10a1);
+    uint64_t s = cm_train_mix64(seed ^ 0x10a1);
     cm_lora_params_zero(l);
     for (int i = 0; i < l->n_tensors; i++) {
         const cm_param_tensor *t = &l->tensors[i];
@@ -170,7 +157,7 @@ static void init_lora(cm_lora_params *l, uint64_t seed) {
         float bound = 1.0f / sqrtf((float)t->cols);
         float *a = l->data + t->offset;
         for (size_t j = 0; j < (size_t)t->rows * t->cols; j++) {
-            s = mix64(s);
+            s = cm_train_mix64(s);
             a[j] = (float)(((double)(s >> 11) / 9007199254740992.0) * 2.0 - 1.0) * bound;
         }
     }
@@ -388,10 +375,10 @@ cm_status cm_finetune_run(const cm_finetune_options *o, cm_model *base) {
     cm_lr_schedule sched = o->lr;
     sched.steps = f.steps;
     int first = step + 1;
-    double t_start = now_s(), loss = NAN;
+    double t_start = cm_train_now_s(), loss = NAN;
     int last = o->stop_after > 0 && o->stop_after < f.steps ? o->stop_after : f.steps;
     for (int s = first; !st && s <= last; s++) {
-        double t0 = now_s(), grad_norm;
+        double t0 = cm_train_now_s(), grad_norm;
         size_t trained;
         st = train_step(&f, s, &loss, &grad_norm, &trained);
         if (st) break;
@@ -403,7 +390,7 @@ cm_status cm_finetune_run(const cm_finetune_options *o, cm_model *base) {
         cm_grad_clip(f.opt_g, grad_norm, o->clip);
         float lr = cm_lr_at(&sched, s - 1);
         cm_adamw_update_pool(&o->adamw, lr, s, f.opt_p, f.opt_g, f.m, f.v, 0, f.opt_p->n, f.pool);
-        double dt = now_s() - t0, tps = (double)o->batch * o->grad_accum * f.T / dt;
+        double dt = cm_train_now_s() - t0, tps = (double)o->batch * o->grad_accum * f.T / dt;
         fprintf(f.log, "{\"step\": %d, \"loss\": %.9g, \"lr\": %.9g, \"tokens_per_s\": %.1f}\n", s, loss, lr, tps);
         double val = NAN;
         if (cm_sft_rows(o->data, CM_SFT_VAL) > 0 && ((o->eval_every > 0 && s % o->eval_every == 0) || s == f.steps)) {
@@ -416,7 +403,7 @@ cm_status cm_finetune_run(const cm_finetune_options *o, cm_model *base) {
             break;
         }
         cm_train_progress p = {.step = s, .steps = f.steps, .first_step = first, .loss = loss, .val_loss = val, .lr = lr,
-                               .grad_norm = grad_norm, .tokens_per_s = tps, .elapsed_s = now_s() - t_start};
+                               .grad_norm = grad_norm, .tokens_per_s = tps, .elapsed_s = cm_train_now_s() - t_start};
         bool want_ckpt = s == last || (o->ckpt_every > 0 && s % o->ckpt_every == 0);
         int stop = o->progress && !want_ckpt ? o->progress(o->user, &p) : 0;
         if (want_ckpt || stop) {

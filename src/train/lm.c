@@ -18,6 +18,7 @@
 #include "camelid/nf4.h"
 #include "camelid/train.h"
 #include "camelid/train_ops.h"
+#include "train/train_internal.h"
 
 enum { N_LIN = CM_LORA_N_TARGETS }; /* q, k, v, o, gate, up, down */
 
@@ -295,26 +296,19 @@ static cm_status ensure_tile(cm_lm_train *t, size_t floats) {
 }
 
 /* A hash-derived keep mask: element i of linear `key`'s input is kept with probability 1 - p. */
-static inline uint64_t mix64(uint64_t z) {
-    z += 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 static void dropout_apply(float *dst, const float *x, size_t n, float p, uint64_t key) {
     /* 16 bits of one hash per element, four elements per hash: p resolved to 1/65536 */
     uint32_t threshold = (uint32_t)((double)p * 65536.0 + 0.5);
     float keep_scale = 1.0f / (1.0f - p);
     for (size_t i = 0; i < n; i += 4) {
-        uint64_t h = mix64(key ^ (i >> 2));
+        uint64_t h = cm_train_mix64(key ^ (i >> 2));
         for (size_t k = 0; k < 4 && i + k < n; k++, h >>= 16)
             dst[i + k] = (uint32_t)(h & 0xffff) >= threshold ? x[i + k] * keep_scale : 0.0f;
     }
 }
 
 static uint64_t lin_key(const view *v, int layer, int k) {
-    return mix64(v->seed ^ mix64(((uint64_t)layer << 8 | (uint64_t)k) + 1));
+    return cm_train_mix64(v->seed ^ cm_train_mix64(((uint64_t)layer << 8 | (uint64_t)k) + 1));
 }
 
 /* y[n, out] = x L^T (+ LoRA), saving u = dropout(x) A^T. */

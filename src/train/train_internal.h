@@ -2,6 +2,9 @@
 #ifndef CAMELID_TRAIN_INTERNAL_H
 #define CAMELID_TRAIN_INTERNAL_H
 
+#include <stdint.h>
+#include <time.h>
+
 #include "camelid/tokenizer.h"
 #include "camelid/train.h"
 
@@ -25,5 +28,21 @@ cm_status cm_train_read_moments(const char *path, const cm_param_tensor *tensors
 cm_status cm_train_truncate_log(const char *path, int last_step);
 /* rm -r of a folder of plain files. */
 cm_status cm_train_remove_dir(const char *dir);
+
+/* splitmix64's finalizer: the counter-based hash behind the stateless data order, the shuffles' and dropout's
+ * seeds. */
+static inline uint64_t cm_train_mix64(uint64_t z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* Monotonic seconds, for tokens/s and step times. */
+static inline double cm_train_now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
 
 #endif

@@ -64,22 +64,9 @@ cm_status cm_train_data_tokenizer(const char *data_dir, char **path, int *vocab_
     return st;
 }
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static uint64_t mix64(uint64_t z) {
-    z += 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 /* Start of the window of global row `row` of micro-batch `micro` of step `step` (from 1). */
 static int64_t window_start(uint64_t seed, int step, int micro, int row, int64_t n_windows) {
-    uint64_t h = mix64(mix64(mix64(seed) ^ (uint64_t)step) ^ ((uint64_t)micro << 32 | (uint32_t)row));
+    uint64_t h = cm_train_mix64(cm_train_mix64(cm_train_mix64(seed) ^ (uint64_t)step) ^ ((uint64_t)micro << 32 | (uint32_t)row));
     return (int64_t)(h % (uint64_t)n_windows);
 }
 
@@ -526,10 +513,10 @@ cm_status cm_train_run(const cm_train_options *o, cm_params *params) {
     if (r.ranks > 1) st = cm_dist_agree(r.dist, st);
     int last = o->stop_after > 0 && o->stop_after < o->steps ? o->stop_after : o->steps;
     int first = step + 1;
-    double t_start = now_s(), loss = NAN;
+    double t_start = cm_train_now_s(), loss = NAN;
     char *written = NULL;
     for (int s = first; !st && s <= last; s++) {
-        double t0 = now_s(), comm0 = cm_dist_comm_seconds(r.dist), grad_norm;
+        double t0 = cm_train_now_s(), comm0 = cm_dist_comm_seconds(r.dist), grad_norm;
         refresh_work(&r);
         st = train_step(&r, s, &loss, &grad_norm);
         if (st) break;
@@ -545,7 +532,7 @@ cm_status cm_train_run(const cm_train_options *o, cm_params *params) {
         float lr = cm_lr_at(&o->lr, s - 1);
         st = update(&r, s, lr, grad_norm);
         if (st) break;
-        double dt = now_s() - t0, comm = cm_dist_comm_seconds(r.dist) - comm0;
+        double dt = cm_train_now_s() - t0, comm = cm_dist_comm_seconds(r.dist) - comm0;
         double val = NAN;
         bool last_step = s == last;
         if (r.val && ((o->eval_every > 0 && s % o->eval_every == 0) || s == o->steps)) {
@@ -565,7 +552,7 @@ cm_status cm_train_run(const cm_train_options *o, cm_params *params) {
         if (r.ranks > 1) st = cm_dist_agree(r.dist, st);
         if (st) break;
         int stop = 0;
-        cm_train_progress p = {s, o->steps, first, loss, val, lr, grad_norm, tps, now_s() - t_start, NULL};
+        cm_train_progress p = {s, o->steps, first, loss, val, lr, grad_norm, tps, cm_train_now_s() - t_start, NULL};
         bool want_ckpt = last_step || (o->ckpt_every > 0 && s % o->ckpt_every == 0);
         /* rank 0 decides whether to stop (its progress callback sees ^C); the others follow */
         if (o->progress && !want_ckpt && r.rank == 0) stop = o->progress(o->user, &p);
