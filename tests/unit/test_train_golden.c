@@ -199,6 +199,48 @@ static void test_adamw(void) {
     json_decref(j);
 }
 
+/* LoRA forward and backward (with recomputation) of the golden batch on base m: logits, loss and every A/B
+ * gradient against the golden; on an interleaved base the q/k lora_B gradient rows are permuted back to HF order
+ * first. `label` prefixes the messages. */
+static void check_lora_run(const char *label, const cm_model *m, const cm_lora_params *lora, cm_lora_params *dlora,
+                           const cm_safetensors *gold, bool interleaved, cm_pool *pool) {
+    const cm_config *c = &m->cfg;
+    const char *suffix = interleaved ? " (interleaved base)" : "";
+    const cm_tensor *tok = need(gold, "tokens");
+    int B = (int)tok->shape[0], T = (int)tok->shape[1];
+    cm_train_batch b = {B, T, tok->data, need(gold, "targets")->data, NULL, NULL};
+    cm_lm_train *t;
+    CHECK_OK(cm_lm_train_open_ex(c, B, T, true, pool, &t));
+    if (!t) return;
+    double loss;
+    int n;
+    CHECK_OK(cm_lm_forward_lora(t, m, lora, 7, &b, &loss, &n));
+    const cm_tensor *logits = need(gold, "logits");
+    char what[260];
+    snprintf(what, sizeof what, "%s logits%s", label, suffix);
+    check_failures += compare(what, cm_lm_logits(t), logits->data, (size_t)cm_tensor_numel(logits), 1e-5, 1e-5);
+    CHECK_NEAR(loss / n, ((const float *)need(gold, "loss")->data)[0], 1e-5);
+    CHECK_OK(cm_lm_backward_lora(t, m, lora, dlora, (float)(1.0 / n)));
+    for (int i = 0; i < dlora->n_tensors; i++) {
+        const cm_param_tensor *pt = &dlora->tensors[i];
+        char gname[160];
+        snprintf(gname, sizeof gname, "grad.%s", pt->name);
+        snprintf(what, sizeof what, "%s %s%s", label, gname, suffix);
+        size_t cnt = (size_t)pt->rows * pt->cols;
+        float *got = malloc(cnt * sizeof(float));
+        bool is_b = strstr(pt->name, "lora_B") != NULL, is_q = strstr(pt->name, "q_proj") != NULL,
+             is_k = strstr(pt->name, "k_proj") != NULL;
+        if (interleaved && is_b && (is_q || is_k))
+            cm_permute_qk_rows(dlora->data + pt->offset, got, is_q ? c->n_heads : c->n_kv_heads, c->head_dim,
+                               (size_t)pt->cols * sizeof(float), true);
+        else
+            memcpy(got, dlora->data + pt->offset, cnt * sizeof(float));
+        check_failures += compare(what, got, need(gold, gname)->data, cnt, 1e-4, 1e-6);
+        free(got);
+    }
+    cm_lm_train_close(t);
+}
+
 /* LoRA on all seven linears of a frozen base: logits, loss and the A/B gradients against torch, on the HF
  * base and on its interleaved (GGUF) copy with the q/k lora_B rows permuted the same way as the base. */
 static void lora_run(const char *model_path, const char *adapter, const cm_safetensors *gold, bool interleaved) {
@@ -223,36 +265,7 @@ static void lora_run(const char *model_path, const char *adapter, const cm_safet
         else
             memcpy(lora->data + pt->offset, x->data, x->nbytes);
     }
-    const cm_tensor *tok = need(gold, "tokens");
-    int B = (int)tok->shape[0], T = (int)tok->shape[1];
-    cm_train_batch b = {B, T, tok->data, need(gold, "targets")->data, NULL, NULL};
-    cm_lm_train *t;
-    CHECK_OK(cm_lm_train_open_ex(c, B, T, true, NULL, &t));
-    double loss;
-    int n;
-    CHECK_OK(cm_lm_forward_lora(t, m, lora, 7, &b, &loss, &n));
-    const cm_tensor *logits = need(gold, "logits");
-    check_failures += compare("lora logits", cm_lm_logits(t), logits->data, (size_t)cm_tensor_numel(logits), 1e-5, 1e-5);
-    CHECK_NEAR(loss / n, ((const float *)need(gold, "loss")->data)[0], 1e-5);
-    CHECK_OK(cm_lm_backward_lora(t, m, lora, dlora, (float)(1.0 / n)));
-    for (int i = 0; i < dlora->n_tensors; i++) {
-        const cm_param_tensor *pt = &dlora->tensors[i];
-        char gname[160], what[220];
-        snprintf(gname, sizeof gname, "grad.%s", pt->name);
-        snprintf(what, sizeof what, "lora %s%s", gname, interleaved ? " (interleaved base)" : "");
-        size_t cnt = (size_t)pt->rows * pt->cols;
-        float *got = malloc(cnt * sizeof(float));
-        bool is_b = strstr(pt->name, "lora_B") != NULL, is_q = strstr(pt->name, "q_proj") != NULL,
-             is_k = strstr(pt->name, "k_proj") != NULL;
-        if (interleaved && is_b && (is_q || is_k))
-            cm_permute_qk_rows(dlora->data + pt->offset, got, is_q ? c->n_heads : c->n_kv_heads, c->head_dim,
-                               (size_t)pt->cols * sizeof(float), true);
-        else
-            memcpy(got, dlora->data + pt->offset, cnt * sizeof(float));
-        check_failures += compare(what, got, need(gold, gname)->data, cnt, 1e-4, 1e-6);
-        free(got);
-    }
-    cm_lm_train_close(t);
+    check_lora_run("lora", m, lora, dlora, gold, interleaved, NULL);
     cm_safetensors_close(ad);
     cm_lora_params_close(lora);
     cm_lora_params_close(dlora);
@@ -367,39 +380,9 @@ static void qlora_run(const cm_model *m, const char *adapter, const cm_safetenso
         else
             memcpy(lora->data + pt->offset, x->data, x->nbytes);
     }
-    const cm_tensor *tok = need(gold, "tokens");
-    int B = (int)tok->shape[0], T = (int)tok->shape[1];
-    cm_train_batch b = {B, T, tok->data, need(gold, "targets")->data, NULL, NULL};
     cm_pool *pool;
     CHECK_OK(cm_pool_open(2, &pool));
-    cm_lm_train *t;
-    CHECK_OK(cm_lm_train_open_ex(c, B, T, true, pool, &t));
-    double loss;
-    int n;
-    CHECK_OK(cm_lm_forward_lora(t, m, lora, 7, &b, &loss, &n));
-    const cm_tensor *logits = need(gold, "logits");
-    check_failures += compare(interleaved ? "qlora logits (interleaved base)" : "qlora logits", cm_lm_logits(t),
-                              logits->data, (size_t)cm_tensor_numel(logits), 1e-5, 1e-5);
-    CHECK_NEAR(loss / n, ((const float *)need(gold, "loss")->data)[0], 1e-5);
-    CHECK_OK(cm_lm_backward_lora(t, m, lora, dlora, (float)(1.0 / n)));
-    for (int i = 0; i < dlora->n_tensors; i++) {
-        const cm_param_tensor *pt = &dlora->tensors[i];
-        char gname[160], what[220];
-        snprintf(gname, sizeof gname, "grad.%s", pt->name);
-        snprintf(what, sizeof what, "qlora %s%s", gname, interleaved ? " (interleaved base)" : "");
-        size_t cnt = (size_t)pt->rows * pt->cols;
-        float *got = malloc(cnt * sizeof(float));
-        bool is_b = strstr(pt->name, "lora_B") != NULL, is_q = strstr(pt->name, "q_proj") != NULL,
-             is_k = strstr(pt->name, "k_proj") != NULL;
-        if (interleaved && is_b && (is_q || is_k))
-            cm_permute_qk_rows(dlora->data + pt->offset, got, is_q ? c->n_heads : c->n_kv_heads, c->head_dim,
-                               (size_t)pt->cols * sizeof(float), true);
-        else
-            memcpy(got, dlora->data + pt->offset, cnt * sizeof(float));
-        check_failures += compare(what, got, need(gold, gname)->data, cnt, 1e-4, 1e-6);
-        free(got);
-    }
-    cm_lm_train_close(t);
+    check_lora_run("qlora", m, lora, dlora, gold, interleaved, pool);
     cm_pool_close(pool);
     cm_safetensors_close(ad);
     cm_lora_params_close(lora);
