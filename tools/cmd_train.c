@@ -227,6 +227,8 @@ static int train_main(int argc, char **argv, cm_dist **dist) {
     train_progress_catch_sigint(true);
     cm_status st = cm_train_run(&o, params);
     train_progress_catch_sigint(false);
+    /* the run is over: a SIGTERM from the launcher now (another rank exiting first) is no failure to report */
+    signal(SIGTERM, SIG_DFL);
     int ret = 0;
     if (st != CM_OK) {
         if (pc.tty) fputc('\n', stderr);
