@@ -191,49 +191,28 @@ static cm_status quantize_base(ft *f) {
     return CM_OK;
 }
 
-static char *state_json(const cm_finetune_options *o, int step, int steps, double loss, cm_rope_layout rope) {
-    char *s = NULL;
+/* What a checkpoint records of this run; a resume must have the same mode, batch, accumulation and seed (the
+ * data order) and LoRA rank (the adapter's shapes). The adapter and its moments are in HF row order whatever
+ * the base's RoPE layout, so the layout is recorded but not checked. */
+static cm_run_state run_state(const ft *f) {
     static const char *const modes[3] = {"full", "lora", "qlora"};
-    if (asprintf(&s,
-                 "{\n  \"format\": \"camelid-finetune-state\",\n  \"version\": 1,\n  \"step\": %d,\n  \"steps\": %d,\n"
-                 "  \"mode\": \"%s\",\n  \"batch\": %d,\n  \"grad_accum\": %d,\n  \"seed\": %llu,\n  \"lora_r\": %d,\n"
-                 "  \"loss\": %.9g,\n  \"rope_layout\": \"%s\"\n}\n",
-                 step, steps, modes[o->mode], o->batch, o->grad_accum, (unsigned long long)o->seed,
-                 o->mode == CM_FT_FULL ? 0 : o->lora_r, loss, rope == CM_ROPE_HALF ? "half" : "interleaved") < 0)
-        return NULL;
-    return s;
-}
-
-static cm_status check_state(const char *text, const char *ckpt, const cm_finetune_options *o, int *step) {
-    json_error_t je;
-    json_t *j = json_loads(text, 0, &je);
-    if (!j) return cm_error(CM_ERR_FORMAT, "%s/trainer_state.json:%d: %s", ckpt, je.line, je.text);
-    static const char *const modes[3] = {"full", "lora", "qlora"};
-    cm_status st = CM_OK;
-    json_t *s = json_object_get(j, "step"), *mode = json_object_get(j, "mode");
-    if (!json_is_integer(s) || json_integer_value(s) < 0 || !json_is_string(mode))
-        st = cm_error(CM_ERR_FORMAT, "%s/trainer_state.json: expected \"step\" and \"mode\"", ckpt);
-    else if (strcmp(json_string_value(mode), modes[o->mode]) != 0)
-        st = cm_error(CM_ERR_ARG, "%s is a %s fine-tune; resume it with the same mode (this run is %s)", ckpt,
-                      json_string_value(mode), modes[o->mode]);
-    else
-        *step = (int)json_integer_value(s);
-    static const char *const keys[4] = {"batch", "grad_accum", "seed", "lora_r"};
-    long long want[4] = {o->batch, o->grad_accum, (long long)o->seed, o->mode == CM_FT_FULL ? 0 : o->lora_r};
-    static const char *const flags[4] = {"--batch", "--grad-accum", "--seed", "--lora-r"};
-    for (int i = 0; i < 4 && !st; i++) {
-        json_t *v = json_object_get(j, keys[i]);
-        if (json_is_integer(v) && json_integer_value(v) != want[i])
-            st = cm_error(CM_ERR_ARG, "%s was made with %s %lld; resume with the same value (this run has %lld)", ckpt,
-                          flags[i], (long long)json_integer_value(v), want[i]);
-    }
-    json_decref(j);
-    return st;
+    const cm_finetune_options *o = f->o;
+    return (cm_run_state){.format = "camelid-finetune-state",
+                          .mode = modes[o->mode],
+                          .steps = f->steps,
+                          .lr = o->lr.lr,
+                          .rope = f->base->cfg.rope_layout,
+                          .settings = {{"batch", "--batch", o->batch},
+                                       {"grad_accum", "--grad-accum", o->grad_accum},
+                                       {"seed", "--seed", (long long)o->seed},
+                                       {"lora_r", "--lora-r", o->mode == CM_FT_FULL ? 0 : o->lora_r}},
+                          .n_settings = 4};
 }
 
 static cm_status save_checkpoint(ft *f, int step, double loss) {
     const cm_finetune_options *o = f->o;
-    char *state = state_json(o, step, f->steps, loss, f->base->cfg.rope_layout);
+    cm_run_state rs = run_state(f);
+    char *state = cm_run_state_json(&rs, step, loss);
     if (!state) return cm_error(CM_ERR_NOMEM, "out of memory");
     if (f->log) {
         fflush(f->log);
@@ -276,7 +255,8 @@ static cm_status resume(ft *f, int *step) {
     if (st == CM_ERR_NOT_FOUND) cm_error_prefix(st, "nothing to resume (run without --resume to start)");
     if (!st && !(state_path = cm_path_join(ckpt, "trainer_state.json"))) st = cm_error(CM_ERR_NOMEM, "out of memory");
     if (!st) st = cm_read_file(state_path, 1 << 20, &text, &len);
-    if (!st) st = check_state(text, ckpt, o, step);
+    cm_run_state rs = run_state(f);
+    if (!st) st = cm_run_state_check(&rs, text, ckpt, step);
     if (!st && f->params) {
         st = cm_train_checkpoint_load(ckpt, f->params, f->m, f->v, &opt);
         free(opt);

@@ -29,6 +29,28 @@ cm_status cm_train_truncate_log(const char *path, int last_step);
 /* rm -r of a folder of plain files. */
 cm_status cm_train_remove_dir(const char *dir);
 
+/* trainer_state.json, the record of a run in each checkpoint (run_state.c). `settings` are the integers that
+ * must match for a resume to continue the same run (each named by its key in the file and its CLI flag). */
+typedef struct {
+    const char *key, *flag;
+    long long value;
+} cm_run_setting;
+typedef struct {
+    const char *format; /* "camelid-train-state", "camelid-finetune-state" */
+    const char *mode;   /* NULL, or the fine-tuning mode, which must match on resume */
+    int steps;          /* the run's horizon */
+    double lr;          /* the peak learning rate, for the record */
+    cm_rope_layout rope;
+    int check_rope; /* the optimizer state is in the model's RoPE layout, so a resume must have the same */
+    cm_run_setting settings[6];
+    int n_settings;
+} cm_run_state;
+/* The file's text for a checkpoint at `step` (heap; NULL when out of memory). */
+char *cm_run_state_json(const cm_run_state *rs, int step, double loss);
+/* Check a checkpoint's trainer_state.json (`text`, from the folder `ckpt`) against this run and give its step:
+ * a setting, the mode or the RoPE layout that differs is refused with the flag to fix. */
+cm_status cm_run_state_check(const cm_run_state *rs, const char *text, const char *ckpt, int *step);
+
 /* splitmix64's finalizer: the counter-based hash behind the stateless data order, the shuffles' and dropout's
  * seeds. */
 static inline uint64_t cm_train_mix64(uint64_t z) {

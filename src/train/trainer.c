@@ -150,52 +150,19 @@ static cm_status evaluate(run *r, double *val_loss) {
     return CM_OK;
 }
 
-static char *state_json(const cm_train_options *o, int step, double loss, cm_rope_layout rope) {
-    char *s = NULL;
-    const char *layout = rope == CM_ROPE_HALF ? "half" : "interleaved";
-    if (asprintf(&s,
-                 "{\n  \"format\": \"camelid-train-state\",\n  \"version\": 1,\n  \"step\": %d,\n  \"steps\": %d,\n"
-                 "  \"batch\": %d,\n  \"seq\": %d,\n  \"grad_accum\": %d,\n  \"seed\": %llu,\n  \"lr\": %.9g,\n"
-                 "  \"loss\": %.9g,\n  \"rope_layout\": \"%s\",\n  \"moments_layout\": \"as rope_layout\"\n}\n",
-                 step, o->steps, o->batch, o->seq, o->grad_accum, (unsigned long long)o->seed, o->lr.lr, loss,
-                 layout) < 0)
-        return NULL;
-    return s;
-}
-
-/* The checkpoint's step, after checking that it was made with this run's batch, seq, accumulation and seed
- * (anything else would not continue the same run). */
-static cm_status parse_state(const char *text, const char *ckpt, const cm_train_options *o, cm_rope_layout rope,
-                             int *step) {
-    json_error_t je;
-    json_t *j = json_loads(text, 0, &je);
-    if (!j) return cm_error(CM_ERR_FORMAT, "%s/trainer_state.json:%d: %s", ckpt, je.line, je.text);
-    cm_status st = CM_OK;
-    json_t *s = json_object_get(j, "step");
-    if (!json_is_integer(s) || json_integer_value(s) < 0)
-        st = cm_error(CM_ERR_FORMAT, "%s/trainer_state.json: \"step\" should be a non-negative integer", ckpt);
-    else
-        *step = (int)json_integer_value(s);
-    static const char *const keys[4] = {"batch", "seq", "grad_accum", "seed"};
-    long long want[4] = {o->batch, o->seq, o->grad_accum, (long long)o->seed};
-    static const char *const flags[4] = {"--batch", "--seq", "--grad-accum", "--seed"};
-    for (int i = 0; i < 4 && !st; i++) {
-        json_t *v = json_object_get(j, keys[i]);
-        if (!json_is_integer(v))
-            st = cm_error(CM_ERR_FORMAT, "%s/trainer_state.json: \"%s\" should be an integer", ckpt, keys[i]);
-        else if (json_integer_value(v) != want[i])
-            st = cm_error(CM_ERR_ARG, "%s was made with %s %lld; resume with the same value (this run has %lld)", ckpt,
-                          flags[i], (long long)json_integer_value(v), want[i]);
-    }
-    json_t *layout = json_object_get(j, "rope_layout");
-    const char *want_layout = rope == CM_ROPE_HALF ? "half" : "interleaved";
-    if (!st && (!json_is_string(layout) || strcmp(json_string_value(layout), want_layout) != 0))
-        st = cm_error(CM_ERR_ARG,
-                      "%s: its optimizer state is in the %s RoPE layout, this run's model in the %s one (start "
-                      "the run from the same --config or --init-from)",
-                      ckpt, json_is_string(layout) ? json_string_value(layout) : "(unknown)", want_layout);
-    json_decref(j);
-    return st;
+/* What a checkpoint records of this run; a resume must have the same batch, seq, accumulation and seed (they
+ * decide the data order) and the same RoPE layout (the optimizer moments are stored in it). */
+static cm_run_state run_state(const cm_train_options *o, cm_rope_layout rope) {
+    return (cm_run_state){.format = "camelid-train-state",
+                          .steps = o->steps,
+                          .lr = o->lr.lr,
+                          .rope = rope,
+                          .check_rope = 1,
+                          .settings = {{"batch", "--batch", o->batch},
+                                       {"seq", "--seq", o->seq},
+                                       {"grad_accum", "--grad-accum", o->grad_accum},
+                                       {"seed", "--seed", (long long)o->seed}},
+                          .n_settings = 4};
 }
 
 /* RUN_DIR/model: the trained model as an HF folder, replaced whole (written beside, then renamed). */
@@ -232,7 +199,8 @@ static cm_status save_checkpoint(run *r, int step, double loss, char **written) 
         if (!st) st = cm_dist_gather_f32(r->dist, r->v, v, r->counts, 0);
     }
     if (!st && r->rank == 0) {
-        char *state = state_json(r->o, step, loss, r->params->cfg.rope_layout);
+        cm_run_state rs = run_state(r->o, r->params->cfg.rope_layout);
+        char *state = cm_run_state_json(&rs, step, loss);
         if (!state) st = cm_error(CM_ERR_NOMEM, "out of memory");
         if (!st && r->log) {
             fflush(r->log);
@@ -452,7 +420,8 @@ static cm_status resume(run *r, int *step) {
         if (!st) st = cm_train_latest_checkpoint(o->out_dir, &ckpt);
         if (st == CM_ERR_NOT_FOUND) cm_error_prefix(st, "nothing to resume (run without --resume to start)");
         if (!st) st = cm_train_checkpoint_load(ckpt, params, m, v, &state);
-        if (!st) st = parse_state(state, ckpt, o, params->cfg.rope_layout, step);
+        cm_run_state rs = run_state(o, params->cfg.rope_layout);
+        if (!st) st = cm_run_state_check(&rs, state, ckpt, step);
         if (!st) st = cm_train_truncate_log(r->log_path, *step);
     }
     if (r->ranks > 1) {

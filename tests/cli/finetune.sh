@@ -43,6 +43,15 @@ fi
 cmp -s "$TMP/lora/adapter_model.safetensors" "$TMP/half/adapter_model.safetensors" && pass "resumed adapter is byte-identical" ||
     fail "resumed adapter differs"
 if cmp -s <(losses "$TMP/lora/log.jsonl") <(losses "$TMP/lora2/log.jsonl"); then pass "checkpointing does not change the run"; else fail "ckpt-every changed losses"; fi
+# a resume that would not continue the same run is refused, naming the flag
+"$BIN" finetune "$BASE" "${common[@]}" --qlora --steps 14 --resume --out "$TMP/lora2" >/dev/null 2>"$TMP/e" &&
+    fail "resumed a lora run as qlora" ||
+    { grep -q "is a lora fine-tune; resume it with the same mode (this run is qlora)" "$TMP/e" && pass "resume refuses another mode" ||
+        fail "mode mismatch message: $(cat "$TMP/e")"; }
+"$BIN" finetune "$BASE" "${common[@]}" --lora --lora-r 4 --steps 14 --resume --out "$TMP/lora2" >/dev/null 2>"$TMP/e" &&
+    fail "resumed with another rank" ||
+    { grep -q "was made with --lora-r 8; resume with the same value (this run has 4)" "$TMP/e" && pass "resume refuses another rank" ||
+        fail "rank mismatch message: $(cat "$TMP/e")"; }
 
 # kill -9 at random moments of a run that checkpoints every step: the latest checkpoint is whole and resumes
 for delay in 0.4 0.8 1.2; do
