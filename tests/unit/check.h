@@ -64,15 +64,23 @@ static inline int check_message_has(const char *needle) {
         return check_failures ? 1 : 0;                                                                       \
     } while (0)
 
+/* `root`/`middle``rel` in the next of a caller's 8 rotating buffers, root from the environment variable
+ * `var` or else `fallback`. */
+static inline char *cm_test_path_(char (*bufs)[4096], int *k, const char *var, const char *fallback,
+                                  const char *middle, const char *rel) {
+    const char *root = getenv(var);
+    if (!root) root = fallback;
+    char *b = bufs[(*k)++ & 7];
+    snprintf(b, 4096, "%s/%s%s", root, middle, rel);
+    return b;
+}
+
 /* Path under the shared data folder (static buffer rotation: up to 8 live results). Exits the test with a
  * clear message if the folder is missing. */
 static inline const char *cm_test_shared(const char *rel) {
     static char bufs[8][4096];
     static int k = 0;
-    const char *root = getenv("CAMELID_SHARED");
-    if (!root) root = "../shared";
-    char *b = bufs[k++ & 7];
-    snprintf(b, sizeof bufs[0], "%s/data/%s", root, rel);
+    const char *b = cm_test_path_(bufs, &k, "CAMELID_SHARED", "../shared", "data/", rel);
     FILE *f = fopen(b, "rb");
     if (!f) {
         fprintf(stderr, "missing shared test data: %s (set CAMELID_SHARED to the shared folder)\n", b);
@@ -82,15 +90,11 @@ static inline const char *cm_test_shared(const char *rel) {
     return b;
 }
 
-/* Path under tests/data (committed goldens). */
+/* Path under tests/data (committed goldens; the same rotation as cm_test_shared, its own 8 buffers). */
 static inline const char *cm_test_data(const char *rel) {
     static char bufs[8][4096];
     static int k = 0;
-    const char *root = getenv("CAMELID_TESTDATA");
-    if (!root) root = "tests/data";
-    char *b = bufs[k++ & 7];
-    snprintf(b, sizeof bufs[0], "%s/%s", root, rel);
-    return b;
+    return cm_test_path_(bufs, &k, "CAMELID_TESTDATA", "tests/data", "", rel);
 }
 
 /* A whole file of little-endian float32 values (a golden), malloc'd; exits the test if unreadable. */
@@ -127,6 +131,26 @@ static inline char *cm_test_tmpdir(void) {
         exit(1);
     }
     return p;
+}
+
+/* Write `text` as dir/name (a test's fixture file); exits the test if it cannot. */
+static inline void cm_test_write_file(const char *dir, const char *name, const char *text) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    if (!f) {
+        perror(path);
+        exit(1);
+    }
+    fputs(text, f);
+    fclose(f);
+}
+
+/* Remove a test's temporary folder and everything in it; true when that worked. */
+static inline int cm_test_rmtree(const char *dir) {
+    char cmd[4300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system(cmd) == 0;
 }
 
 #endif

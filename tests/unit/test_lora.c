@@ -372,11 +372,7 @@ static void test_bad_adapters(void) {
     free(d);
     cm_model_close(m);
     /* the temp tree is left for inspection only on failure */
-    if (!check_failures) {
-        char cmd[4200];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
-        CHECK(system(cmd) == 0);
-    }
+    if (!check_failures) CHECK(cm_test_rmtree(g_tmp));
     free(g_tmp);
 }
 
@@ -412,9 +408,7 @@ static void test_target_spellings(void) {
         free(d);
     }
     free(ref);
-    char cmd[4200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
-    CHECK(system(cmd) == 0);
+    CHECK(cm_test_rmtree(g_tmp));
     free(g_tmp);
 }
 

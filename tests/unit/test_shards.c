@@ -175,14 +175,6 @@ static void fresh(const char *dir) {
     free(stream);
 }
 
-static void write_manifest(const char *dir, const char *text) {
-    char *p = path_in(dir, "manifest.json");
-    FILE *f = fopen(p, "wb");
-    fputs(text, f);
-    fclose(f);
-    free(p);
-}
-
 static void test_corrupt(void) {
     char *dir = cm_test_tmpdir();
     char *shard = path_in(dir, "train_00000.bin");
@@ -247,7 +239,7 @@ static void test_corrupt(void) {
          "no train tokens"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-        write_manifest(dir, bad[i][0]);
+        cm_test_write_file(dir, "manifest.json", bad[i][0]);
         expect_open_fail(dir, bad[i][1], "manifest.json");
     }
     char *m = path_in(dir, "manifest.json");

@@ -80,12 +80,8 @@ static void expect(const cm_tokenizer *t, const char *text, bool parse_special, 
     int32_t *ids = NULL;
     size_t n = 0;
     CHECK_OK(cm_tokenizer_encode_special(t, text, strlen(text), false, false, parse_special, &ids, &n));
-    if (!same_ids(ids, n, want, nw)) {
-        fprintf(stderr, "encode \"%s\" (parse_special %d) differs\n", text, parse_special);
-        print_ids("expected", want, nw);
-        print_ids("got", ids, n);
+    if (!ids_match(ids, n, want, nw, "encode \"%s\" (parse_special %d) differs", text, parse_special))
         check_failures++;
-    }
     free(ids);
 }
 
@@ -190,18 +186,6 @@ static void test_spm_round_trips(void) {
     cm_tokenizer_close(t);
 }
 
-static void write_file(const char *dir, const char *name, const char *text) {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "wb");
-    if (!f) {
-        perror(path);
-        exit(1);
-    }
-    fputs(text, f);
-    fclose(f);
-}
-
 static void test_bad_files(void) {
     char *dir = cm_test_tmpdir();
     char path[4200];
@@ -211,22 +195,22 @@ static void test_bad_files(void) {
     static const char vocab[] = "{\"a\": 0, \"b\": 1, \"c\": 2, \"ab\": 3, \"abc\": 4}";
 
     /* truncated vocab.json */
-    write_file(dir, "vocab.json", "{\"a\": 0,\n \"b\": 1,\n \"c\"");
-    write_file(dir, "merges.txt", merges);
+    cm_test_write_file(dir, "vocab.json", "{\"a\": 0,\n \"b\": 1,\n \"c\"");
+    cm_test_write_file(dir, "merges.txt", merges);
     CHECK_FAIL(cm_tokenizer_open(path, 0, &t), "vocab.json:3: invalid JSON");
     /* not JSON at all */
-    write_file(dir, "vocab.json", "\n\nhello");
+    cm_test_write_file(dir, "vocab.json", "\n\nhello");
     CHECK_FAIL(cm_tokenizer_open(path, 0, &t), "vocab.json:3: invalid JSON");
-    write_file(dir, "vocab.json", "[1, 2]");
+    cm_test_write_file(dir, "vocab.json", "[1, 2]");
     CHECK_FAIL(cm_tokenizer_open(path, 0, &t), "vocab.json:1: expected a JSON object");
-    write_file(dir, "vocab.json", "{\"a\": 0, \"b\": 5}");
+    cm_test_write_file(dir, "vocab.json", "{\"a\": 0, \"b\": 5}");
     CHECK_FAIL(cm_tokenizer_open(path, 0, &t), "the id should be an integer");
-    write_file(dir, "vocab.json", "{\"a\": 0, \"b\": \"x\"}");
+    cm_test_write_file(dir, "vocab.json", "{\"a\": 0, \"b\": \"x\"}");
     CHECK_FAIL(cm_tokenizer_open(path, 0, &t), "\"b\"");
-    write_file(dir, "vocab.json", "{\"a\": 0, \"b\": 0}");
+    cm_test_write_file(dir, "vocab.json", "{\"a\": 0, \"b\": 0}");
     CHECK_FAIL(cm_tokenizer_open(path, 0, &t), "id 0 is given to both");
     /* a good pair works */
-    write_file(dir, "vocab.json", vocab);
+    cm_test_write_file(dir, "vocab.json", vocab);
     CHECK_OK(cm_tokenizer_open(path, 0, &t));
     if (t) {
         int32_t *ids = NULL;
@@ -241,30 +225,28 @@ static void test_bad_files(void) {
     cm_tokenizer_close(t);
     t = NULL;
     /* a merge naming an unknown token, with and without the version line */
-    write_file(dir, "merges.txt", "#version: 0.2\na b\nab z\n");
+    cm_test_write_file(dir, "merges.txt", "#version: 0.2\na b\nab z\n");
     CHECK_FAIL(cm_tokenizer_open(path, 0, &t), "merges.txt:3: merge \"ab z\" names an unknown token \"z\"");
-    write_file(dir, "merges.txt", "a b\nb z\n");
+    cm_test_write_file(dir, "merges.txt", "a b\nb z\n");
     CHECK_FAIL(cm_tokenizer_open(path, 0, &t), "merges.txt:2:");
-    write_file(dir, "merges.txt", "a b\nb c\n");
+    cm_test_write_file(dir, "merges.txt", "a b\nb c\n");
     CHECK_FAIL(cm_tokenizer_open(path, 0, &t), "merges.txt:2: merge \"b c\": the merged token");
-    write_file(dir, "merges.txt", "a b\nabc\n");
+    cm_test_write_file(dir, "merges.txt", "a b\nabc\n");
     CHECK_FAIL(cm_tokenizer_open(path, 0, &t), "merges.txt:2: expected a merge");
     /* empty merges */
-    write_file(dir, "merges.txt", "");
+    cm_test_write_file(dir, "merges.txt", "");
     CHECK_FAIL(cm_tokenizer_open(path, 0, &t), "merges.txt:1: no merges");
-    write_file(dir, "merges.txt", "#version: 0.2\n");
+    cm_test_write_file(dir, "merges.txt", "#version: 0.2\n");
     CHECK_FAIL(cm_tokenizer_open(path, 0, &t), "merges.txt:");
     /* a missing partner */
     snprintf(path, sizeof path, "%s/encoder.json", dir);
-    write_file(dir, "encoder.json", vocab);
+    cm_test_write_file(dir, "encoder.json", vocab);
     CHECK_FAIL(cm_tokenizer_open(path, 0, &t), "vocab.bpe");
     /* in-memory parse names the buffers */
     CHECK_FAIL(cm_tokenizer_parse_bpe("{", 1, "v.json", merges, sizeof merges - 1, "m.txt", NULL, &t),
                "v.json:1: invalid JSON");
     CHECK(t == NULL);
-    char cmd[4300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    CHECK(system(cmd) == 0);
+    CHECK(cm_test_rmtree(dir));
     free(dir);
 }
 

@@ -91,22 +91,8 @@ static void check_same_vocab(const cm_tokenizer *a, const cm_tokenizer *b, const
 /* ---------------------------------------------------------------------------------------------------------
  * Files */
 
-static void write_file(const char *dir, const char *name, const char *text) {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "wb");
-    if (!f) {
-        perror(path);
-        exit(1);
-    }
-    fputs(text, f);
-    fclose(f);
-}
-
 static void remove_dir(char *dir) {
-    char cmd[4300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    CHECK(system(cmd) == 0);
+    CHECK(cm_test_rmtree(dir));
     free(dir);
 }
 
@@ -219,19 +205,6 @@ static cm_tokenizer *parse(const char *json) {
     return t;
 }
 
-static void expect_ids(const cm_tokenizer *t, const char *text, const int32_t *want, size_t nw) {
-    int32_t *ids = NULL;
-    size_t n = 0;
-    CHECK_OK(cm_tokenizer_encode(t, text, strlen(text), false, false, &ids, &n));
-    if (!same_ids(ids, n, want, nw)) {
-        fprintf(stderr, "encode \"%s\" differs\n", text);
-        print_ids("expected", want, nw);
-        print_ids("got", ids, n);
-        check_failures++;
-    }
-    free(ids);
-}
-
 #define SMALL_BPE(PRE, MERGES)                                                                               \
     "{\"added_tokens\": [{\"id\": 6, \"content\": \"<|end|>\", \"special\": true}],"                         \
     " \"normalizer\": null, \"pre_tokenizer\": " PRE ", \"model\": {\"type\": \"BPE\","                      \
@@ -261,7 +234,7 @@ static void test_small(void) {
         CHECK(cm_tokenizer_vocab_size(all[k]) == 7);
         CHECK(cm_tokenizer_type(all[k], 6) == CM_TOKEN_CONTROL);
         CHECK(cm_bpe_n_merges(all[k]) == 2);
-        expect_ids(all[k], "abc cab", (const int32_t[]){4, 5, 2, 3}, 4);
+        expect_encode(all[k], "abc cab", false, (const int32_t[]){4, 5, 2, 3}, 4);
     }
     if (l3) CHECK(cm_bpe_pre_of(l3) == CM_BPE_PRE_LLAMA3);
     cm_tokenizer_close(s);
@@ -288,7 +261,7 @@ static void test_small(void) {
         CHECK(cm_tokenizer_unk(m) == 0 && cm_tokenizer_type(m, 0) == CM_TOKEN_UNKNOWN);
         CHECK(cm_tokenizer_type(m, 2) == CM_TOKEN_BYTE);
         /* "ab ab!z": ▁ab ▁ab <0x21> <unk> */
-        expect_ids(m, "ab ab!z", (const int32_t[]){7, 7, 2, 0}, 4);
+        expect_encode(m, "ab ab!z", false, (const int32_t[]){7, 7, 2, 0}, 4);
         CHECK(cm_tokenizer_score(m, 6) > cm_tokenizer_score(m, 8));
     }
     cm_tokenizer_close(m);
@@ -308,7 +281,7 @@ static void test_config(void) {
     CHECK_OK(cm_tokenizer_save_spm_model(src, path));
 
     /* string form; tokens as strings and as objects */
-    write_file(dir, "tokenizer_config.json",
+    cm_test_write_file(dir, "tokenizer_config.json",
                "{\"bos_token\": {\"content\": \"<s>\", \"lstrip\": false}, \"eos_token\": \"</s>\",\n"
                " \"add_bos_token\": false, \"add_eos_token\": true,\n"
                " \"chat_template\": \"{% for m in messages %}{{ m.content }}{% endfor %}\"}");
@@ -333,7 +306,7 @@ static void test_config(void) {
     t = NULL;
 
     /* list form: "default" is taken */
-    write_file(dir, "tokenizer_config.json",
+    cm_test_write_file(dir, "tokenizer_config.json",
                "{\"chat_template\": [{\"name\": \"tool_use\", \"template\": \"T\"},\n"
                " {\"name\": \"default\", \"template\": \"D\"}], \"eos_token\": null}");
     CHECK_OK(cm_tokenizer_open(dir, 0, &t));
@@ -370,14 +343,14 @@ static void test_config(void) {
     t = NULL;
 
     /* bad configs name the file */
-    write_file(dir, "tokenizer_config.json", "{\"eos_token\": \"<nope>\"}");
+    cm_test_write_file(dir, "tokenizer_config.json", "{\"eos_token\": \"<nope>\"}");
     CHECK_FAIL(cm_tokenizer_open(dir, 0, &t),
                "tokenizer_config.json: eos_token \"<nope>\" is not in the vocabulary");
-    write_file(dir, "tokenizer_config.json", "{\n\"add_bos_token\": 1}");
+    cm_test_write_file(dir, "tokenizer_config.json", "{\n\"add_bos_token\": 1}");
     CHECK_FAIL(cm_tokenizer_open(dir, 0, &t), "tokenizer_config.json: add_bos_token should be true or false");
-    write_file(dir, "tokenizer_config.json", "{\n\"chat_template\": [1]}");
+    cm_test_write_file(dir, "tokenizer_config.json", "{\n\"chat_template\": [1]}");
     CHECK_FAIL(cm_tokenizer_open(dir, 0, &t), "tokenizer_config.json: chat_template[0]");
-    write_file(dir, "tokenizer_config.json", "{\n\"chat_template\": \"x\",\n");
+    cm_test_write_file(dir, "tokenizer_config.json", "{\n\"chat_template\": \"x\",\n");
     CHECK_FAIL(cm_tokenizer_open(dir, 0, &t), "tokenizer_config.json:3: invalid JSON");
     CHECK(t == NULL);
     cm_tokenizer_close(src);
@@ -547,7 +520,7 @@ static void test_bad(void) {
         CM_ERR_FORMAT, "model.merges[0]: merge \"a q\" names an unknown token \"q\"");
     /* a file on disk names its path */
     char *dir = cm_test_tmpdir();
-    write_file(dir, "tokenizer.json", "{\"model\": {\"type\": \"Unigram\"}}");
+    cm_test_write_file(dir, "tokenizer.json", "{\"model\": {\"type\": \"Unigram\"}}");
     cm_tokenizer *t = NULL;
     CHECK(cm_tokenizer_open(dir, 0, &t) == CM_ERR_UNSUPPORTED);
     CHECK(strstr(cm_last_error(), "tokenizer.json: model.type \"Unigram\"") != NULL);

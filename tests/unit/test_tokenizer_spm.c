@@ -12,22 +12,6 @@
 #include "check.h"
 #include "vocab_vectors.h"
 
-/* Encode every vector without BOS and compare; also decode back to the text. */
-
-static void expect_encode(const cm_tokenizer *t, const char *text, bool bos, const int32_t *want,
-                          size_t n_want) {
-    int32_t *ids = NULL;
-    size_t n = 0;
-    CHECK_OK(cm_tokenizer_encode(t, text, strlen(text), bos, false, &ids, &n));
-    if (!same_ids(ids, n, want, n_want)) {
-        fprintf(stderr, "encode \"%s\" differs\n", text);
-        print_ids("expected", want, n_want);
-        print_ids("got", ids, n);
-        check_failures++;
-    }
-    free(ids);
-}
-
 static void test_facts_examples(const cm_tokenizer *t) {
     const int32_t a[] = {1, 306, 4658, 278, 6593, 310, 2834, 338};
     expect_encode(t, "I believe the meaning of life is", true, a, 8);

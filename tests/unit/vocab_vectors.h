@@ -3,6 +3,7 @@
 #ifndef CAMELID_VOCAB_VECTORS_H
 #define CAMELID_VOCAB_VECTORS_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -85,6 +86,31 @@ static void print_ids(const char *what, const int32_t *a, size_t n) {
     fprintf(stderr, "\n");
 }
 
+/* Are `got` and `want` the same ids? If not, print the printf-style message (which case) and both lists. */
+__attribute__((format(printf, 5, 6))) static inline bool ids_match(const int32_t *got, size_t n,
+                                                                   const int32_t *want, size_t nw,
+                                                                   const char *fmt, ...) {
+    if (same_ids(got, n, want, nw)) return true;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n");
+    print_ids("expected", want, nw);
+    print_ids("got", got, n);
+    return false;
+}
+
+/* `text` (with BOS if asked, no EOS) must encode to want[0..nw); a difference counts as one failure. */
+static inline void expect_encode(const cm_tokenizer *t, const char *text, bool bos, const int32_t *want,
+                                 size_t nw) {
+    int32_t *ids = NULL;
+    size_t n = 0;
+    CHECK_OK(cm_tokenizer_encode(t, text, strlen(text), bos, false, &ids, &n));
+    if (!ids_match(ids, n, want, nw, "encode \"%s\" differs", text)) check_failures++;
+    free(ids);
+}
+
 /* A whole-sequence decode that must give the text back. */
 static inline bool decodes_whole(const cm_tokenizer *t, const int32_t *ids, size_t n, const char *text,
                                  size_t len) {
@@ -105,12 +131,9 @@ static void check_vectors(const cm_tokenizer *t, const vectors *v, const char *s
         int32_t *ids = NULL;
         size_t n = 0;
         CHECK_OK(cm_tokenizer_encode(t, v->text[i], v->len[i], false, false, &ids, &n));
-        if (!same_ids(ids, n, v->ids[i], v->n_ids[i])) {
-            fprintf(stderr, "%s: vector %d (\"%.*s\") differs\n", source, i, (int)v->len[i], v->text[i]);
-            print_ids("expected", v->ids[i], v->n_ids[i]);
-            print_ids("got", ids, n);
+        if (!ids_match(ids, n, v->ids[i], v->n_ids[i], "%s: vector %d (\"%.*s\") differs", source, i,
+                       (int)v->len[i], v->text[i]))
             bad++;
-        }
         if (decodes_to && !decodes_to(t, ids, n, v->text[i], v->len[i])) {
             fprintf(stderr, "%s: vector %d does not decode back\n", source, i);
             bad++;
