@@ -23,6 +23,7 @@
 #include "camelid/pool.h"
 #include "camelid/safetensors.h"
 #include "check.h"
+#include "test_util.h"
 
 static uint64_t rng = 0x243F6A8885A308D3ull;
 static double urand(void) { /* uniform in (0, 1) */
@@ -432,32 +433,6 @@ static int same_linears(const cm_model *a, const cm_model *b) {
     return same;
 }
 
-/* Mean log-likelihood per predicted token of `ids` (windows of the model's context, each from position 0), as
- * test_quant measures Q8_0 and Q4_0. */
-static double mean_loglik(const cm_model *m, const int32_t *ids, int n) {
-    const int ctx = m->cfg.seq_len, V = m->cfg.vocab_size;
-    cm_state *s;
-    CHECK_OK(cm_state_open(m, ctx, ctx, 2, &s));
-    float *logits = malloc((size_t)ctx * V * sizeof(float));
-    double sum = 0;
-    long count = 0;
-    for (int w0 = 0; w0 < n; w0 += ctx) {
-        int len = n - w0 < ctx ? n - w0 : ctx;
-        CHECK_OK(cm_forward(m, s, ids + w0, len, 0, logits, true));
-        for (int t = 0; t + 1 < len; t++) {
-            const float *l = logits + (size_t)t * V;
-            double mx = l[0], z = 0;
-            for (int v = 1; v < V; v++) mx = fmax(mx, l[v]);
-            for (int v = 0; v < V; v++) z += exp(l[v] - mx);
-            sum += l[ids[w0 + t + 1]] - mx - log(z);
-            count++;
-        }
-    }
-    free(logits);
-    cm_state_close(s);
-    return sum / (double)count;
-}
-
 /* stories260K written as a bitsandbytes folder (from the .bin, its GGUF and an HF conversion) and read back:
  * every linear's codes and scales equal the in-memory quantization of the (rotate-half) source weights; the
  * file does not depend on the thread count; the 4,096-token log-likelihood moves by less than 10%. */
@@ -562,7 +537,7 @@ static void test_folder(const char *tmp) {
     CHECK_OK(cm_tokenizer_encode(tok, text, len < 40000 ? len : 40000, true, false, &ids, &n_ids));
     CHECK(n_ids >= 4096);
     if (n_ids >= 4096) {
-        double base = mean_loglik(src, ids, 4096), nf4 = mean_loglik(q, ids, 4096);
+        double base = cm_test_mean_loglik(src, ids, 4096), nf4 = cm_test_mean_loglik(q, ids, 4096);
         printf("stories260K, 4096 tokens: mean log-likelihood F32 %.5f, NF4 %.5f (%+.2f%%, limit 10%%)\n", base, nf4,
                100.0 * (nf4 - base) / fabs(base));
         CHECK(fabs(nf4 - base) / fabs(base) < 0.10);
@@ -704,9 +679,7 @@ int main(void) {
     char *tmp = cm_test_tmpdir();
     test_folder(tmp);
     test_bad_folders(tmp);
-    char cmd[4200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
+    if (!cm_test_rmtree(tmp)) fprintf(stderr, "could not remove %s\n", tmp);
     free(tmp);
     free(nf4_dir);
     CHECK_DONE();

@@ -16,6 +16,7 @@
 #include "camelid/pool.h"
 #include "camelid/quant.h"
 #include "check.h"
+#include "test_util.h"
 #include "kernels/quant_internal.h"
 
 /* Blocks quantized by ggml's own quantize_row_{q8_0,q4_0,q6_K}_ref (a local llama.cpp build, called once by a
@@ -418,31 +419,6 @@ static void test_matmul_exact(void) {
     free(wi), free(x);
 }
 
-/* Mean log-likelihood per predicted token of `ids` (windows of the model's context, each from position 0). */
-static double mean_loglik(const cm_model *m, const int32_t *ids, int n) {
-    const int ctx = m->cfg.seq_len, V = m->cfg.vocab_size;
-    cm_state *s;
-    CHECK_OK(cm_state_open(m, ctx, ctx, 2, &s));
-    float *logits = malloc((size_t)ctx * V * sizeof(float));
-    double sum = 0;
-    long count = 0;
-    for (int w0 = 0; w0 < n; w0 += ctx) {
-        int len = n - w0 < ctx ? n - w0 : ctx;
-        CHECK_OK(cm_forward(m, s, ids + w0, len, 0, logits, true));
-        for (int t = 0; t + 1 < len; t++) {
-            const float *l = logits + (size_t)t * V;
-            double mx = l[0], z = 0;
-            for (int v = 1; v < V; v++) mx = fmax(mx, l[v]);
-            for (int v = 0; v < V; v++) z += exp(l[v] - mx);
-            sum += l[ids[w0 + t + 1]] - mx - log(z);
-            count++;
-        }
-    }
-    free(logits);
-    cm_state_close(s);
-    return sum / (double)count;
-}
-
 /* stories260K quantized in memory: over the first 4,096 tokens of TinyStories validation text the mean
  * log-likelihood moves by < 0.5% (Q8_0) and < 10% (Q4_0) from F32. ffn_down (rows of 172) stays F32. */
 static void test_quality(void) {
@@ -462,7 +438,7 @@ static void test_quality(void) {
     const int n = 4096;
     cm_model *m;
     CHECK_OK(cm_model_open(bin, &m));
-    const double base = mean_loglik(m, ids, n);
+    const double base = cm_test_mean_loglik(m, ids, n);
     cm_model_close(m);
     const cm_dtype types[] = {CM_DTYPE_Q8_0, CM_DTYPE_Q4_0};
     const double limits[] = {0.005, 0.10};
@@ -472,7 +448,7 @@ static void test_quality(void) {
         CHECK_OK(cm_model_quantize(m, types[i], false, 2, &st));
         CHECK(m->layers[0].w_down.dtype == CM_DTYPE_F32 && m->layers[0].wq.dtype == types[i]);
         CHECK(st.n_kept == m->cfg.n_layers); /* the ffn_down weights */
-        const double q = mean_loglik(m, ids, n);
+        const double q = cm_test_mean_loglik(m, ids, n);
         const double rel = fabs(q - base) / fabs(base);
         printf("stories260K, %d tokens: mean log-likelihood F32 %.5f, %s %.5f (%+.3f%%, limit %.1f%%)\n", n,
                base, cm_dtype_name(types[i]), q, 100.0 * (q - base) / fabs(base), 100.0 * limits[i]);
