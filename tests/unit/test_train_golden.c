@@ -42,6 +42,43 @@ static int compare(const char *what, const float *got, const float *ref, size_t 
     return 0;
 }
 
+/* Rows of a q/k projection move between HF and interleaved RoPE order in groups of its heads: how many heads
+ * the tensor `name` has, or 0 for a tensor the conversion leaves alone. */
+static int qk_heads(const cm_config *c, const char *name) {
+    if (strstr(name, "q_proj")) return c->n_heads;
+    if (strstr(name, "k_proj")) return c->n_kv_heads;
+    return 0;
+}
+
+/* The files of the golden case tests/data/train-grad/<name> and, given gguf_name, a fresh temporary path for
+ * its GGUF copy. */
+typedef struct {
+    char model[600], adapter[600], golden[600], gguf[600];
+} case_files;
+
+static void case_files_of(const char *name, const char *gguf_name, case_files *f) {
+    char rel[200];
+    snprintf(rel, sizeof rel, "train-grad/%s", name);
+    const char *dir = cm_test_data(rel);
+    snprintf(f->model, sizeof f->model, "%s/model", dir);
+    snprintf(f->adapter, sizeof f->adapter, "%s/adapter/adapter_model.safetensors", dir);
+    snprintf(f->golden, sizeof f->golden, "%s/golden.safetensors", dir);
+    f->gguf[0] = 0;
+    if (gguf_name) {
+        char *tmp = cm_test_tmpdir(); /* heap string */
+        snprintf(f->gguf, sizeof f->gguf, "%s/train-golden-%s.gguf", tmp, gguf_name);
+        free(tmp);
+    }
+}
+
+/* The model at `model` written as an F32 GGUF, which stores its q/k rows in the interleaved RoPE layout. */
+static void save_interleaved(const char *model, const char *gguf) {
+    cm_model *m = NULL;
+    CHECK_OK(cm_model_open(model, &m));
+    if (m) CHECK_OK(cm_model_save_gguf(m, NULL, gguf, CM_DTYPE_F32));
+    cm_model_close(m);
+}
+
 typedef struct {
     cm_params *p, *g;
     double loss;
@@ -95,11 +132,10 @@ static void compare_result(const char *name, const result *r, const cm_safetenso
         CHECK((size_t)cm_tensor_numel(ref) == n);
         const float *got = r->g->data + pt->offset;
         float *tmp = NULL;
-        bool is_q = strstr(pt->name, "q_proj") != NULL, is_k = strstr(pt->name, "k_proj") != NULL;
-        if (interleaved && (is_q || is_k)) {
+        int heads = interleaved ? qk_heads(c, pt->name) : 0;
+        if (heads) {
             tmp = malloc(n * sizeof(float));
-            cm_permute_qk_rows(got, tmp, is_q ? c->n_heads : c->n_kv_heads, c->head_dim,
-                               (size_t)pt->cols * sizeof(float), true);
+            cm_permute_qk_rows(got, tmp, heads, c->head_dim, (size_t)pt->cols * sizeof(float), true);
             got = tmp;
         }
         check_failures += compare(what, got, ref->data, n, 1e-4, 1e-6);
@@ -108,28 +144,19 @@ static void compare_result(const char *name, const result *r, const cm_safetenso
 }
 
 static void test_case(const char *name) {
-    char dir[512], model[600], golden[600], gguf[600];
-    snprintf(dir, sizeof dir, "%s/train-grad/%s", getenv("CAMELID_TESTDATA") ? getenv("CAMELID_TESTDATA") : "tests/data",
-             name);
-    snprintf(model, sizeof model, "%s/model", dir);
-    snprintf(golden, sizeof golden, "%s/golden.safetensors", dir);
+    case_files f;
+    case_files_of(name, name, &f);
     cm_safetensors *gold;
-    CHECK_OK(cm_safetensors_open(golden, &gold));
+    CHECK_OK(cm_safetensors_open(f.golden, &gold));
     if (!gold) return;
     result r = {0};
-    run_model(model, gold, &r, false);
+    run_model(f.model, gold, &r, false);
     compare_result(name, &r, gold, false);
 
     /* the same weights in the interleaved layout (GGUF permutes q/k rows) */
-    char *tmp = cm_test_tmpdir(); /* heap string */
-    snprintf(gguf, sizeof gguf, "%s/train-golden-%s.gguf", tmp, name);
-    free(tmp);
-    cm_model *m;
-    CHECK_OK(cm_model_open(model, &m));
-    CHECK_OK(cm_model_save_gguf(m, NULL, gguf, CM_DTYPE_F32));
-    cm_model_close(m);
+    save_interleaved(f.model, f.gguf);
     result ri = {0};
-    run_model(gguf, gold, &ri, true); /* and with activation recomputation */
+    run_model(f.gguf, gold, &ri, true); /* and with activation recomputation */
     CHECK(ri.p->cfg.rope_layout == CM_ROPE_INTERLEAVED);
     compare_result(name, &ri, gold, true);
     free_result(&ri);
@@ -139,11 +166,10 @@ static void test_case(const char *name) {
 
 /* 10 AdamW steps with clipping on the same batch: the losses follow torch's. */
 static void test_adamw(void) {
-    const char *root = getenv("CAMELID_TESTDATA") ? getenv("CAMELID_TESTDATA") : "tests/data";
-    char path[600];
-    snprintf(path, sizeof path, "%s/train-grad/gqa_untied/adamw.json", root);
+    case_files f;
+    case_files_of("gqa_untied", NULL, &f);
     json_error_t je;
-    json_t *j = json_load_file(path, 0, &je);
+    json_t *j = json_load_file(cm_test_data("train-grad/gqa_untied/adamw.json"), 0, &je);
     CHECK(j != NULL);
     if (!j) return;
     cm_adamw_config ac = {(float)json_number_value(json_object_get(j, "beta1")),
@@ -154,12 +180,10 @@ static void test_adamw(void) {
     float max_norm = (float)json_number_value(json_object_get(j, "max_grad_norm"));
     json_t *losses = json_object_get(j, "losses"), *norms = json_object_get(j, "grad_norms");
 
-    snprintf(path, sizeof path, "%s/train-grad/gqa_untied/golden.safetensors", root);
     cm_safetensors *gold;
-    CHECK_OK(cm_safetensors_open(path, &gold));
-    snprintf(path, sizeof path, "%s/train-grad/gqa_untied/model", root);
+    CHECK_OK(cm_safetensors_open(f.golden, &gold));
     cm_model *m;
-    CHECK_OK(cm_model_open(path, &m));
+    CHECK_OK(cm_model_open(f.model, &m));
     cm_params *p, *g;
     CHECK_OK(cm_params_from_model(m, &p));
     cm_model_close(m);
@@ -228,17 +252,41 @@ static void check_lora_run(const char *label, const cm_model *m, const cm_lora_p
         snprintf(what, sizeof what, "%s %s%s", label, gname, suffix);
         size_t cnt = (size_t)pt->rows * pt->cols;
         float *got = malloc(cnt * sizeof(float));
-        bool is_b = strstr(pt->name, "lora_B") != NULL, is_q = strstr(pt->name, "q_proj") != NULL,
-             is_k = strstr(pt->name, "k_proj") != NULL;
-        if (interleaved && is_b && (is_q || is_k))
-            cm_permute_qk_rows(dlora->data + pt->offset, got, is_q ? c->n_heads : c->n_kv_heads, c->head_dim,
-                               (size_t)pt->cols * sizeof(float), true);
+        int heads = interleaved && strstr(pt->name, "lora_B") ? qk_heads(c, pt->name) : 0;
+        if (heads)
+            cm_permute_qk_rows(dlora->data + pt->offset, got, heads, c->head_dim, (size_t)pt->cols * sizeof(float),
+                               true);
         else
             memcpy(got, dlora->data + pt->offset, cnt * sizeof(float));
         check_failures += compare(what, got, need(gold, gname)->data, cnt, 1e-4, 1e-6);
         free(got);
     }
     cm_lm_train_close(t);
+}
+
+/* LoRA parameters (rank 4, alpha 8, all seven linears) holding the adapter file's A and B, and gradients of the
+ * same shape; for an interleaved base the q/k lora_B rows are permuted as the base's rows were. Exits the test
+ * when either cannot be opened. */
+static void open_adapter(const cm_config *c, const char *adapter, bool interleaved, cm_lora_params **lora,
+                         cm_lora_params **dlora) {
+    *lora = *dlora = NULL;
+    CHECK_OK(cm_lora_params_open(c, 4, 8.0f, 0.0f, 0x7f, lora));
+    CHECK_OK(cm_lora_params_open(c, 4, 8.0f, 0.0f, 0x7f, dlora));
+    cm_safetensors *ad = NULL;
+    CHECK_OK(cm_safetensors_open(adapter, &ad));
+    if (!*lora || !*dlora || !ad) exit(1);
+    for (int i = 0; i < (*lora)->n_tensors; i++) {
+        const cm_param_tensor *pt = &(*lora)->tensors[i];
+        const cm_tensor *x = need(ad, pt->name);
+        CHECK((size_t)cm_tensor_numel(x) == (size_t)pt->rows * pt->cols);
+        float *dst = (*lora)->data + pt->offset;
+        int heads = interleaved && strstr(pt->name, "lora_B") ? qk_heads(c, pt->name) : 0;
+        if (heads)
+            cm_permute_qk_rows(x->data, dst, heads, c->head_dim, (size_t)pt->cols * sizeof(float), false);
+        else
+            memcpy(dst, x->data, x->nbytes);
+    }
+    cm_safetensors_close(ad);
 }
 
 /* LoRA on all seven linears of a frozen base: logits, loss and the A/B gradients against torch, on the HF
@@ -249,47 +297,22 @@ static void lora_run(const char *model_path, const char *adapter, const cm_safet
     if (!m) return;
     const cm_config *c = &m->cfg;
     cm_lora_params *lora, *dlora;
-    CHECK_OK(cm_lora_params_open(c, 4, 8.0f, 0.0f, 0x7f, &lora));
-    CHECK_OK(cm_lora_params_open(c, 4, 8.0f, 0.0f, 0x7f, &dlora));
-    cm_safetensors *ad;
-    CHECK_OK(cm_safetensors_open(adapter, &ad));
-    for (int i = 0; i < lora->n_tensors; i++) {
-        const cm_param_tensor *pt = &lora->tensors[i];
-        const cm_tensor *x = need(ad, pt->name);
-        CHECK((size_t)cm_tensor_numel(x) == (size_t)pt->rows * pt->cols);
-        bool is_b = strstr(pt->name, "lora_B") != NULL, is_q = strstr(pt->name, "q_proj") != NULL,
-             is_k = strstr(pt->name, "k_proj") != NULL;
-        if (interleaved && is_b && (is_q || is_k))
-            cm_permute_qk_rows(x->data, lora->data + pt->offset, is_q ? c->n_heads : c->n_kv_heads, c->head_dim,
-                               (size_t)pt->cols * sizeof(float), false);
-        else
-            memcpy(lora->data + pt->offset, x->data, x->nbytes);
-    }
+    open_adapter(c, adapter, interleaved, &lora, &dlora);
     check_lora_run("lora", m, lora, dlora, gold, interleaved, NULL);
-    cm_safetensors_close(ad);
     cm_lora_params_close(lora);
     cm_lora_params_close(dlora);
     cm_model_close(m);
 }
 
 static void test_lora(void) {
-    const char *root = getenv("CAMELID_TESTDATA") ? getenv("CAMELID_TESTDATA") : "tests/data";
-    char model[600], adapter[600], golden[600], gguf[600];
-    snprintf(model, sizeof model, "%s/train-grad/lora/model", root);
-    snprintf(adapter, sizeof adapter, "%s/train-grad/lora/adapter/adapter_model.safetensors", root);
-    snprintf(golden, sizeof golden, "%s/train-grad/lora/golden.safetensors", root);
+    case_files f;
+    case_files_of("lora", "lora-base", &f);
     cm_safetensors *gold;
-    CHECK_OK(cm_safetensors_open(golden, &gold));
+    CHECK_OK(cm_safetensors_open(f.golden, &gold));
     if (!gold) return;
-    lora_run(model, adapter, gold, false);
-    char *tmp = cm_test_tmpdir(); /* heap string */
-    snprintf(gguf, sizeof gguf, "%s/train-golden-lora-base.gguf", tmp);
-    free(tmp);
-    cm_model *m;
-    CHECK_OK(cm_model_open(model, &m));
-    CHECK_OK(cm_model_save_gguf(m, NULL, gguf, CM_DTYPE_F32));
-    cm_model_close(m);
-    lora_run(gguf, adapter, gold, true);
+    lora_run(f.model, f.adapter, gold, false);
+    save_interleaved(f.model, f.gguf);
+    lora_run(f.gguf, f.adapter, gold, true);
     cm_safetensors_close(gold);
 }
 
@@ -363,49 +386,26 @@ static cm_nf4_weight *qlora_interleaved(const cm_nf4_weight *q, int n_heads, int
 static void qlora_run(const cm_model *m, const char *adapter, const cm_safetensors *gold, bool interleaved) {
     const cm_config *c = &m->cfg;
     cm_lora_params *lora, *dlora;
-    CHECK_OK(cm_lora_params_open(c, 4, 8.0f, 0.0f, 0x7f, &lora));
-    CHECK_OK(cm_lora_params_open(c, 4, 8.0f, 0.0f, 0x7f, &dlora));
-    cm_safetensors *ad;
-    CHECK_OK(cm_safetensors_open(adapter, &ad));
-    if (!lora || !dlora || !ad) exit(1);
-    for (int i = 0; i < lora->n_tensors; i++) {
-        const cm_param_tensor *pt = &lora->tensors[i];
-        const cm_tensor *x = need(ad, pt->name);
-        CHECK((size_t)cm_tensor_numel(x) == (size_t)pt->rows * pt->cols);
-        bool is_b = strstr(pt->name, "lora_B") != NULL, is_q = strstr(pt->name, "q_proj") != NULL,
-             is_k = strstr(pt->name, "k_proj") != NULL;
-        if (interleaved && is_b && (is_q || is_k))
-            cm_permute_qk_rows(x->data, lora->data + pt->offset, is_q ? c->n_heads : c->n_kv_heads, c->head_dim,
-                               (size_t)pt->cols * sizeof(float), false);
-        else
-            memcpy(lora->data + pt->offset, x->data, x->nbytes);
-    }
+    open_adapter(c, adapter, interleaved, &lora, &dlora);
     cm_pool *pool;
     CHECK_OK(cm_pool_open(2, &pool));
     check_lora_run("qlora", m, lora, dlora, gold, interleaved, pool);
     cm_pool_close(pool);
-    cm_safetensors_close(ad);
     cm_lora_params_close(lora);
     cm_lora_params_close(dlora);
 }
 
 static void test_qlora(void) {
-    const char *root = getenv("CAMELID_TESTDATA") ? getenv("CAMELID_TESTDATA") : "tests/data";
-    char model[600], adapter[600], golden[600], gguf[600];
-    snprintf(model, sizeof model, "%s/train-grad/qlora/model", root);
-    snprintf(adapter, sizeof adapter, "%s/train-grad/qlora/adapter/adapter_model.safetensors", root);
-    snprintf(golden, sizeof golden, "%s/train-grad/qlora/golden.safetensors", root);
-    char *tmp = cm_test_tmpdir(); /* heap string */
-    snprintf(gguf, sizeof gguf, "%s/train-golden-qlora-base.gguf", tmp);
-    free(tmp);
+    case_files f;
+    case_files_of("qlora", "qlora-base", &f);
     cm_safetensors *gold;
-    CHECK_OK(cm_safetensors_open(golden, &gold));
+    CHECK_OK(cm_safetensors_open(f.golden, &gold));
     cm_model *m, *mi;
-    CHECK_OK(cm_model_open(model, &m));
+    CHECK_OK(cm_model_open(f.model, &m));
     if (!gold || !m) exit(1);
     /* the interleaved copy of the f32 base, written before the HF base turns NF4 */
-    CHECK_OK(cm_model_save_gguf(m, NULL, gguf, CM_DTYPE_F32));
-    CHECK_OK(cm_model_open(gguf, &mi));
+    CHECK_OK(cm_model_save_gguf(m, NULL, f.gguf, CM_DTYPE_F32));
+    CHECK_OK(cm_model_open(f.gguf, &mi));
     if (!mi) exit(1);
     CHECK(mi->cfg.rope_layout == CM_ROPE_INTERLEAVED);
     const cm_config *c = &m->cfg;
@@ -454,8 +454,8 @@ static void test_qlora(void) {
     check_failures += compare("qlora dequantized q_proj", got, dq->data, ndq, 0, 0);
     free(got);
 
-    qlora_run(m, adapter, gold, false);
-    qlora_run(mi, adapter, gold, true);
+    qlora_run(m, f.adapter, gold, false);
+    qlora_run(mi, f.adapter, gold, true);
 
     cm_model_close(m);
     cm_model_close(mi);
