@@ -18,6 +18,7 @@
 
 #include "camelid/eval_metrics.h"
 #include "camelid/file.h"
+#include "camelid/strbuf.h"
 #include "eval_internal.h"
 #include "format/json_util.h"
 
@@ -37,42 +38,19 @@ static const char *str_member(json_t *o, const char *key, const char *dflt) {
     return json_is_string(v) ? json_string_value(v) : dflt;
 }
 
-typedef struct {
-    char *buf;
-    size_t len, cap;
-    int failed;
-} sbuf;
-
-static void sb_add(sbuf *b, const char *s) {
-    size_t n = strlen(s);
-    if (b->failed) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = (b->len + n + 1) * 2;
-        char *p = realloc(b->buf, cap);
-        if (!p) {
-            b->failed = 1;
-            return;
-        }
-        b->buf = p;
-        b->cap = cap;
-    }
-    memcpy(b->buf + b->len, s, n + 1);
-    b->len += n;
-}
-
-static void doc_to_text(sbuf *b, const bb_format *f, json_t *ex) {
-    sb_add(b, f->input_prefix);
-    sb_add(b, json_string_value(json_object_get(ex, "input")));
+static void doc_to_text(cm_strbuf *b, const bb_format *f, json_t *ex) {
+    cm_strbuf_puts(b, f->input_prefix);
+    cm_strbuf_puts(b, json_string_value(json_object_get(ex, "input")));
     json_t *ts = json_object_get(ex, "target_scores");
     if (ts && f->append_choices) {
         const char *k;
         json_t *v;
         json_object_foreach(ts, k, v) {
-            sb_add(b, f->choice_prefix);
-            sb_add(b, k);
+            cm_strbuf_puts(b, f->choice_prefix);
+            cm_strbuf_puts(b, k);
         }
     }
-    sb_add(b, f->output_prefix);
+    cm_strbuf_puts(b, f->output_prefix);
 }
 
 /* The first choice with the highest score (MC), else the first target. */
@@ -338,14 +316,14 @@ cm_status cm_eval_bigbench(cm_eval *ev, cm_lm *lm, const char *path) {
     size_t done = 0;
     for (size_t i = 0; i < n_items && st == CM_OK; i++) {
         json_t *ex = exs[i].ex;
-        sbuf b = {0};
-        sb_add(&b, f.task_prefix);
+        cm_strbuf b = {0};
+        cm_strbuf_puts(&b, f.task_prefix);
         for (int k = 1; k <= shots; k++) {
             json_t *sh = exs[(i + (size_t)k) % n_ex].ex;
             size_t g;
             doc_to_text(&b, &f, sh);
-            sb_add(&b, best_answer(sh, &g));
-            sb_add(&b, f.separator);
+            cm_strbuf_puts(&b, best_answer(sh, &g));
+            cm_strbuf_puts(&b, f.separator);
         }
         doc_to_text(&b, &f, ex);
         if (b.failed) {

@@ -12,52 +12,26 @@
 #include "camelid/eval_csv.h"
 #include "camelid/eval_metrics.h"
 #include "camelid/file.h"
+#include "camelid/strbuf.h"
 #include "eval_internal.h"
-
-typedef struct {
-    char *buf;
-    size_t len, cap;
-    int failed;
-} sbuf;
-
-static void sb_add(sbuf *b, const char *s, size_t n) {
-    if (b->failed) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = (b->len + n + 1) * 2;
-        char *p = realloc(b->buf, cap);
-        if (!p) {
-            b->failed = 1;
-            return;
-        }
-        b->buf = p;
-        b->cap = cap;
-    }
-    memcpy(b->buf + b->len, s, n);
-    b->len += n;
-    b->buf[b->len] = 0;
-}
-
-static void sb_str(sbuf *b, const char *s) {
-    sb_add(b, s, strlen(s));
-}
 
 static bool ascii_space(char c) {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
 
 /* question.strip() + "\nA. " + A + ... + "\nAnswer:" */
-static void format_question(sbuf *b, const cm_csv_row *r) {
+static void format_question(cm_strbuf *b, const cm_csv_row *r) {
     const char *q = r->fields[0];
     size_t n = r->lens[0];
     while (n > 0 && ascii_space(*q)) q++, n--;
     while (n > 0 && ascii_space(q[n - 1])) n--;
-    sb_add(b, q, n);
+    cm_strbuf_append(b, q, n);
     static const char *const letters[] = {"\nA. ", "\nB. ", "\nC. ", "\nD. "};
     for (int i = 0; i < 4; i++) {
-        sb_str(b, letters[i]);
-        sb_add(b, r->fields[1 + i], r->lens[1 + i]);
+        cm_strbuf_puts(b, letters[i]);
+        cm_strbuf_append(b, r->fields[1 + i], r->lens[1 + i]);
     }
-    sb_str(b, "\nAnswer:");
+    cm_strbuf_puts(b, "\nAnswer:");
 }
 
 static cm_status check_rows(const cm_csv *c, const char *path) {
@@ -77,16 +51,16 @@ static cm_status check_rows(const cm_csv *c, const char *path) {
 
 cm_status cm_eval_mmlu_prompt(const char *subject, const cm_csv *dev, int shots, const cm_csv_row *row,
                               char **out) {
-    sbuf b = {0};
-    sb_str(&b, "The following are multiple choice questions (with answers) about ");
-    for (const char *s = subject; *s; s++) sb_add(&b, *s == '_' ? " " : s, 1);
-    sb_str(&b, ".\n\n");
+    cm_strbuf b = {0};
+    cm_strbuf_puts(&b, "The following are multiple choice questions (with answers) about ");
+    for (const char *s = subject; *s; s++) cm_strbuf_append(&b, *s == '_' ? " " : s, 1);
+    cm_strbuf_puts(&b, ".\n\n");
     for (int k = 0; k < shots; k++) {
         const cm_csv_row *d = &dev->rows[k];
         format_question(&b, d);
-        sb_str(&b, " ");
-        sb_add(&b, d->fields[5], 1);
-        sb_str(&b, "\n\n");
+        cm_strbuf_puts(&b, " ");
+        cm_strbuf_append(&b, d->fields[5], 1);
+        cm_strbuf_puts(&b, "\n\n");
     }
     format_question(&b, row);
     if (b.failed) {

@@ -9,6 +9,7 @@
 
 #include "camelid/eval_store.h"
 #include "camelid/file.h"
+#include "camelid/strbuf.h"
 
 typedef struct {
     int64_t id;
@@ -113,42 +114,10 @@ out:
     return st;
 }
 
-typedef struct {
-    char *buf;
-    size_t len, cap;
-    int failed;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    if (b->failed) return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0) return;
-    if (b->len + (size_t)n + 1 > b->cap) {
-        size_t cap = (b->len + (size_t)n + 1) * 2;
-        char *p = realloc(b->buf, cap);
-        if (!p) {
-            b->failed = 1;
-            return;
-        }
-        b->buf = p;
-        b->cap = cap;
-    }
-    va_start(ap, fmt);
-    vsnprintf(b->buf + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
-
-static cm_status finish(sbuf *b, char **out) {
-    if (b->failed || !b->buf) {
-        free(b->buf);
-        return cm_error(CM_ERR_NOMEM, "out of memory for the report");
-    }
-    *out = b->buf;
+static cm_status finish(cm_strbuf *b, char **out) {
+    char *text = cm_strbuf_take(b);
+    if (!text) return cm_error(CM_ERR_NOMEM, "out of memory for the report");
+    *out = text;
     return CM_OK;
 }
 
@@ -175,57 +144,54 @@ static bool hidden_metric(const char *m) {
 cm_status cm_eval_report_text(const char *db_path, char **text) {
     report r;
     CM_TRY(load(db_path, &r));
-    sbuf b = {0};
-    sb_printf(&b, "runs in %s:\n", db_path);
+    cm_strbuf b = {0};
+    cm_strbuf_printf(&b, "runs in %s:\n", db_path);
     for (size_t i = 0; i < r.n_runs; i++) {
         char d[32];
         fmt_date(r.runs[i].date, d, sizeof d);
-        sb_printf(&b, "  #%-4lld %s UTC  %-32s sha256 %.12s  %s\n", (long long)r.runs[i].id, d,
-                  base_name(r.runs[i].model), r.runs[i].sha, r.runs[i].status);
+        cm_strbuf_printf(&b, "  #%-4lld %s UTC  %-32s sha256 %.12s  %s\n", (long long)r.runs[i].id, d,
+                         base_name(r.runs[i].model), r.runs[i].sha, r.runs[i].status);
     }
-    sb_printf(&b, "\n%-36s %-24s", "task", "metric");
-    for (size_t i = 0; i < r.n_runs; i++) sb_printf(&b, " %10s", "");
-    b.len -= r.n_runs * 11;
-    b.buf[b.len] = 0;
+    cm_strbuf_printf(&b, "\n%-36s %-24s", "task", "metric");
     for (size_t i = 0; i < r.n_runs; i++) {
         char h[16];
         snprintf(h, sizeof h, "#%lld", (long long)r.runs[i].id);
-        sb_printf(&b, " %10s", h);
+        cm_strbuf_printf(&b, " %10s", h);
     }
-    sb_printf(&b, "\n");
+    cm_strbuf_printf(&b, "\n");
     for (size_t k = 0; k < r.n_rows; k++) {
         if (hidden_metric(r.rows[k].metric)) continue;
-        sb_printf(&b, "%-36s %-24s", r.rows[k].task, r.rows[k].metric);
+        cm_strbuf_printf(&b, "%-36s %-24s", r.rows[k].task, r.rows[k].metric);
         for (size_t i = 0; i < r.n_runs; i++) {
             double v = r.rows[k].values[i];
             if (isnan(v))
-                sb_printf(&b, " %10s", "-");
+                cm_strbuf_printf(&b, " %10s", "-");
             else
-                sb_printf(&b, " %10.4f", v);
+                cm_strbuf_printf(&b, " %10.4f", v);
         }
-        sb_printf(&b, "\n");
+        cm_strbuf_printf(&b, "\n");
     }
     report_free(&r);
     return finish(&b, text);
 }
 
-static void html_escape(sbuf *b, const char *s) {
+static void html_escape(cm_strbuf *b, const char *s) {
     for (; *s; s++) {
         switch (*s) {
         case '<':
-            sb_printf(b, "&lt;");
+            cm_strbuf_printf(b, "&lt;");
             break;
         case '>':
-            sb_printf(b, "&gt;");
+            cm_strbuf_printf(b, "&gt;");
             break;
         case '&':
-            sb_printf(b, "&amp;");
+            cm_strbuf_printf(b, "&amp;");
             break;
         case '"':
-            sb_printf(b, "&quot;");
+            cm_strbuf_printf(b, "&quot;");
             break;
         default:
-            sb_printf(b, "%c", *s);
+            cm_strbuf_printf(b, "%c", *s);
         }
     }
 }
@@ -233,29 +199,29 @@ static void html_escape(sbuf *b, const char *s) {
 cm_status cm_eval_report_html(const char *db_path, char **html) {
     report r;
     CM_TRY(load(db_path, &r));
-    sbuf b = {0};
-    sb_printf(
+    cm_strbuf b = {0};
+    cm_strbuf_printf(
         &b,
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>camelid evaluation report</title>\n"
         "<style>body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td.l,th.l{text-align:left}"
         "h2{margin-top:1.5em;font-size:1.1em}</style></head><body>\n<h1>camelid evaluation report</h1>\n");
-    sb_printf(&b, "<p>Store: <code>");
+    cm_strbuf_printf(&b, "<p>Store: <code>");
     html_escape(&b, db_path);
-    sb_printf(&b,
-              "</code></p>\n<table><tr><th>run</th><th class=\"l\">date (UTC)</th><th class=\"l\">model</th>"
-              "<th class=\"l\">sha256</th><th class=\"l\">status</th></tr>\n");
+    cm_strbuf_printf(
+        &b, "</code></p>\n<table><tr><th>run</th><th class=\"l\">date (UTC)</th><th class=\"l\">model</th>"
+            "<th class=\"l\">sha256</th><th class=\"l\">status</th></tr>\n");
     for (size_t i = 0; i < r.n_runs; i++) {
         char d[32];
         fmt_date(r.runs[i].date, d, sizeof d);
-        sb_printf(&b, "<tr><td>#%lld</td><td class=\"l\">%s</td><td class=\"l\">", (long long)r.runs[i].id,
-                  d);
+        cm_strbuf_printf(&b, "<tr><td>#%lld</td><td class=\"l\">%s</td><td class=\"l\">",
+                         (long long)r.runs[i].id, d);
         html_escape(&b, r.runs[i].model);
-        sb_printf(&b, "</td><td class=\"l\"><code>%.12s</code></td><td class=\"l\">", r.runs[i].sha);
+        cm_strbuf_printf(&b, "</td><td class=\"l\"><code>%.12s</code></td><td class=\"l\">", r.runs[i].sha);
         html_escape(&b, r.runs[i].status);
-        sb_printf(&b, "</td></tr>\n");
+        cm_strbuf_printf(&b, "</td></tr>\n");
     }
-    sb_printf(&b, "</table>\n");
+    cm_strbuf_printf(&b, "</table>\n");
     static const char *const colors[] = {"#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948"};
     for (size_t k = 0; k < r.n_rows; k++) {
         if (hidden_metric(r.rows[k].metric)) continue;
@@ -263,35 +229,36 @@ cm_status cm_eval_report_html(const char *db_path, char **html) {
         for (size_t i = 0; i < r.n_runs; i++)
             if (!isnan(r.rows[k].values[i]) && fabs(r.rows[k].values[i]) > mx) mx = fabs(r.rows[k].values[i]);
         if (mx == 0) mx = 1;
-        sb_printf(&b, "<h2>");
+        cm_strbuf_printf(&b, "<h2>");
         html_escape(&b, r.rows[k].task);
-        sb_printf(&b, " &mdash; ");
+        cm_strbuf_printf(&b, " &mdash; ");
         html_escape(&b, r.rows[k].metric);
         int bar_h = 18, gap = 4, label_w = 260, plot_w = 360;
         int h = (int)r.n_runs * (bar_h + gap) + gap;
-        sb_printf(
+        cm_strbuf_printf(
             &b, "</h2>\n<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" role=\"img\">\n",
             label_w + plot_w + 90, h);
         for (size_t i = 0; i < r.n_runs; i++) {
             double v = r.rows[k].values[i];
             int y = gap + (int)i * (bar_h + gap);
-            sb_printf(&b, "<text x=\"0\" y=\"%d\" font-size=\"12\">#%lld ", y + 13, (long long)r.runs[i].id);
+            cm_strbuf_printf(&b, "<text x=\"0\" y=\"%d\" font-size=\"12\">#%lld ", y + 13,
+                             (long long)r.runs[i].id);
             html_escape(&b, base_name(r.runs[i].model));
-            sb_printf(&b, "</text>");
+            cm_strbuf_printf(&b, "</text>");
             if (isnan(v)) {
-                sb_printf(&b, "<text x=\"%d\" y=\"%d\" font-size=\"12\" fill=\"#999\">n/a</text>\n", label_w,
-                          y + 13);
+                cm_strbuf_printf(&b, "<text x=\"%d\" y=\"%d\" font-size=\"12\" fill=\"#999\">n/a</text>\n",
+                                 label_w, y + 13);
                 continue;
             }
             int w = (int)(plot_w * fabs(v) / mx + 0.5);
-            sb_printf(&b, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"%s\"/>", label_w, y, w,
-                      bar_h, colors[i % 6]);
-            sb_printf(&b, "<text x=\"%d\" y=\"%d\" font-size=\"12\">%.4g</text>\n", label_w + w + 4, y + 13,
-                      v);
+            cm_strbuf_printf(&b, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"%s\"/>", label_w,
+                             y, w, bar_h, colors[i % 6]);
+            cm_strbuf_printf(&b, "<text x=\"%d\" y=\"%d\" font-size=\"12\">%.4g</text>\n", label_w + w + 4,
+                             y + 13, v);
         }
-        sb_printf(&b, "</svg>\n");
+        cm_strbuf_printf(&b, "</svg>\n");
     }
-    sb_printf(&b, "</body></html>\n");
+    cm_strbuf_printf(&b, "</body></html>\n");
     report_free(&r);
     return finish(&b, html);
 }

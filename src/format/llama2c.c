@@ -136,7 +136,8 @@ cm_status cm_model_parse_llama2c(const void *data, size_t size, const char *name
     }
     size_t D = (size_t)dim, H = (size_t)hidden, KV = (size_t)kv_heads * (size_t)c.head_dim, V = (size_t)vocab;
     cursor cur = {bytes, size, header, name};
-    const float *rms_att, *rms_ffn, *rms_final, *emb;
+    /* every path below sets all four (version is 0 or 1 here); NULL keeps -O3 -fsanitize builds from warning */
+    const float *rms_att = NULL, *rms_ffn = NULL, *rms_final = NULL, *emb = NULL;
     if (version == 1) {
         rms_att = take(&cur, (size_t)layers * D);
         rms_ffn = take(&cur, (size_t)layers * D);
