@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "camelid/strbuf.h"
 #include "eval_internal.h"
 
 typedef struct tape_req {
@@ -224,29 +225,9 @@ cm_status ev_tape_generate(ev_tape *t, cm_lm *lm, const int32_t *prompt, int n_p
     return CM_OK;
 }
 
-/* A growable byte buffer for the answers. */
-typedef struct {
-    char *b;
-    size_t n, cap;
-    bool failed;
-} bytes;
-
-static void put(bytes *o, const void *p, size_t n) {
-    if (o->failed) return;
-    if (o->n + n > o->cap) {
-        size_t cap = o->cap ? o->cap : 4096;
-        while (cap < o->n + n) cap *= 2;
-        char *b = realloc(o->b, cap);
-        if (!b) {
-            o->failed = true;
-            return;
-        }
-        o->b = b;
-        o->cap = cap;
-    }
-    memcpy(o->b + o->n, p, n);
-    o->n += n;
-}
+/* The answers are binary records in a cm_strbuf (it only appends bytes; the NUL it keeps after them is not
+ * sent). */
+static void put(cm_strbuf *o, const void *p, size_t n) { cm_strbuf_append(o, p, n); }
 
 static cm_lm_stats stats_minus(const cm_lm_stats *a, const cm_lm_stats *b) {
     return (cm_lm_stats){a->n_requests - b->n_requests,
@@ -259,22 +240,22 @@ static cm_lm_stats stats_minus(const cm_lm_stats *a, const cm_lm_stats *b) {
                          a->generate_seconds - b->generate_seconds};
 }
 
-static cm_status compute_one(ev_tape *t, cm_lm *lm, tape_call *c, bytes *out);
+static cm_status compute_one(ev_tape *t, cm_lm *lm, tape_call *c, cm_strbuf *out);
 
 /* Run call i for real and append [its counters][its answers]. */
-static cm_status compute_call(ev_tape *t, cm_lm *lm, size_t i, bytes *out) {
+static cm_status compute_call(ev_tape *t, cm_lm *lm, size_t i, cm_strbuf *out) {
     cm_lm_stats before = *cm_lm_get_stats(lm);
-    size_t at = out->n;
+    size_t at = out->len;
     cm_lm_stats zero = {0};
     put(out, &zero, sizeof zero);
     CM_TRY(compute_one(t, lm, &t->calls[i], out));
     if (out->failed) return cm_error(CM_ERR_NOMEM, "out of memory");
     cm_lm_stats delta = stats_minus(cm_lm_get_stats(lm), &before);
-    memcpy(out->b + at, &delta, sizeof delta);
+    memcpy(out->buf + at, &delta, sizeof delta);
     return CM_OK;
 }
 
-static cm_status compute_one(ev_tape *t, cm_lm *lm, tape_call *c, bytes *out) {
+static cm_status compute_one(ev_tape *t, cm_lm *lm, tape_call *c, cm_strbuf *out) {
     if (c->gen) {
         cm_lm_gen_params p = {c->max_tokens, (const char *const *)c->stop, c->n_stop};
         char *text = NULL;
@@ -418,7 +399,7 @@ cm_status ev_run_task_sharded(cm_eval *ev, cm_lm *lm, const char *spec, const cm
     /* (a recording that failed part-way still has the calls before the failure; the replay fails there too) */
 
     /* 2-3. compute this rank's share */
-    bytes out = {0};
+    cm_strbuf out = {0};
     uint64_t done = 0;
     cm_lm_stats before = *cm_lm_get_stats(lm);
     if (!st) {
@@ -438,7 +419,7 @@ cm_status ev_run_task_sharded(cm_eval *ev, cm_lm *lm, const char *spec, const cm
             if (show && hooks->progress(hooks->user, &pr)) break;
         }
         if (!st && out.failed) st = cm_error(CM_ERR_NOMEM, "out of memory");
-        if (!st) memcpy(out.b, &done, sizeof done);
+        if (!st) memcpy(out.buf, &done, sizeof done);
     }
     /* the replay adds each call's counters back as the task meets it, as in one process */
     ev_lm_set_stats(lm, &before);
@@ -447,7 +428,7 @@ cm_status ev_run_task_sharded(cm_eval *ev, cm_lm *lm, const char *spec, const cm
     /* 4. gather to rank 0, which replays the task on the real document */
     char *all = NULL;
     cm_status st_rep = CM_OK;
-    if (!st) st = cm_dist_gather_bytes(d, out.b, out.n, 0, &all, lens);
+    if (!st) st = cm_dist_gather_bytes(d, out.buf, out.len, 0, &all, lens);
     if (!st && rank == 0) {
         size_t off = 0;
         t->available = t->n_calls;
@@ -488,7 +469,7 @@ cm_status ev_run_task_sharded(cm_eval *ev, cm_lm *lm, const char *spec, const cm
         st = cm_dist_agree(d, mine);
     }
     free(all);
-    free(out.b);
+    cm_strbuf_free(&out);
     free(rec_msg);
     free(bound);
     free(lens);
