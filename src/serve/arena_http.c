@@ -31,10 +31,7 @@ typedef struct {
     int fd;
     double t_start, deadline;
     bool stream;
-    /* streaming */
-    strbuf out;
-    size_t out_off;
-    bool ended;
+    sse_out out; /* streaming */
     int status;
     char error[256];
 } duel;
@@ -116,7 +113,7 @@ static void duel_free(duel *d) {
         if (d->job[k]) cm_job_release(d->job[k]);
         free(d->text[k].buf);
     }
-    free(d->out.buf);
+    free(d->out.buf.buf);
     free(d);
 }
 
@@ -145,80 +142,47 @@ static char *duel_json(const duel *d, const strbuf *ab, bool with_finish) {
     return s;
 }
 
-static void sse(duel *d, char *json) {
-    if (!json) {
-        d->out.failed = true;
-        return;
-    }
-    srv_sb_append(&d->out, "data: ", 6);
-    srv_sb_append(&d->out, json, strlen(json));
-    srv_sb_append(&d->out, "\n\n", 2);
-    free(json);
-}
-
-static void sse_error(duel *d, int status, const char *type, const char *message) {
-    cm_api_error e;
-    cm_api_error_set(&e, status, type, NULL, NULL, "%s", message);
-    sse(d, cm_api_error_json(&e));
-    srv_sb_append(&d->out, "data: [DONE]\n\n", 14);
-}
-
 static void cancel_both(duel *d) {
     for (int k = 0; k < 2; k++)
         if (!d->done[k]) cm_job_cancel(d->job[k]);
 }
 
-static ssize_t duel_reader(void *cls, uint64_t pos, char *buf, size_t max) {
+/* The next events of a streamed battle: both sides' new text, or how it ended. False when the client is
+ * gone. */
+static bool duel_more(void *cls) {
     duel *d = cls;
-    (void)pos;
-    while (d->out_off >= d->out.len) {
-        d->out.len = d->out_off = 0;
-        if (d->out.failed) return MHD_CONTENT_READER_END_WITH_ERROR;
-        if (d->ended) return MHD_CONTENT_READER_END_OF_STREAM;
-        strbuf delta[2] = {{0}, {0}};
-        bool failed = false;
-        duel_wait_result w = duel_wait(d, delta, &failed);
-        if (w == DUEL_GONE) {
-            d->status = 499;
-            cancel_both(d);
-            free(delta[0].buf);
-            free(delta[1].buf);
-            return MHD_CONTENT_READER_END_WITH_ERROR;
+    strbuf delta[2] = {{0}, {0}};
+    bool failed = false, present = true;
+    duel_wait_result w = duel_wait(d, delta, &failed);
+    if (w == DUEL_GONE) {
+        d->status = 499;
+        cancel_both(d);
+        present = false;
+    } else if (w == DUEL_TIMEOUT) {
+        cancel_both(d);
+        d->status = 504;
+        srv_sse_error(&d->out, 504, "timeout_error", "the battle took longer than the server's --timeout");
+    } else if (failed) {
+        cancel_both(d);
+        d->status = 500;
+        srv_sse_error(&d->out, 500, "server_error", d->error);
+    } else {
+        bool finished = d->done[0] && d->done[1];
+        if (delta[0].len || delta[1].len || finished) srv_sse_event(&d->out, duel_json(d, delta, finished));
+        if (finished) {
+            duel_save(d);
+            srv_sse_done(&d->out);
         }
-        if (w == DUEL_TIMEOUT) {
-            cancel_both(d);
-            d->status = 504;
-            sse_error(d, 504, "timeout_error", "the battle took longer than the server's --timeout");
-            d->ended = true;
-        } else if (failed) {
-            cancel_both(d);
-            d->status = 500;
-            sse_error(d, 500, "server_error", d->error);
-            d->ended = true;
-        } else {
-            bool finished = d->done[0] && d->done[1];
-            if (delta[0].len || delta[1].len || finished) sse(d, duel_json(d, delta, finished));
-            if (finished) {
-                duel_save(d);
-                srv_sb_append(&d->out, "data: [DONE]\n\n", 14);
-                d->ended = true;
-            }
-        }
-        free(delta[0].buf);
-        free(delta[1].buf);
     }
-    size_t n = d->out.len - d->out_off;
-    if (n > max) n = max;
-    memcpy(buf, d->out.buf + d->out_off, n);
-    d->out_off += n;
-    return (ssize_t)n;
+    free(delta[0].buf);
+    free(delta[1].buf);
+    return present;
 }
 
 static void duel_stream_free(void *cls) {
     duel *d = cls;
-    if (!d->ended && d->status == 200) d->status = 499;
+    d->status = srv_sse_finish(d->s, ROUTE_ARENA_BATTLES, &d->out, d->status);
     duel_log(d);
-    srv_count_request(d->s, ROUTE_ARENA_BATTLES, d->status == 499 ? 200 : d->status);
     duel_free(d);
 }
 
@@ -257,13 +221,7 @@ static bool submit_side(cm_server *s, duel *d, int k, const cm_api_request *req,
     free(ids);
     if (sr == CM_SUBMIT_OK) return true;
     d->job[k] = NULL;
-    if (sr == CM_SUBMIT_FULL)
-        cm_api_error_set(err, 503, "server_error", NULL, NULL,
-                         "The server is busy: every slot is taken and the wait queue is full; retry later");
-    else if (sr == CM_SUBMIT_CLOSED)
-        cm_api_error_set(err, 503, "server_error", NULL, NULL, SHUTDOWN_MESSAGE);
-    else
-        cm_api_error_set(err, 400, "invalid_request_error", NULL, NULL, "%s", cm_last_error());
+    srv_submit_error(sr, err);
     return false;
 }
 
@@ -314,20 +272,8 @@ enum MHD_Result srv_arena_battle(cm_server *s, struct MHD_Connection *c, conn_ct
 
     if (d->stream) {
         strbuf none[2] = {{0}, {0}};
-        sse(d, duel_json(d, none, false)); /* the id at once, before any text */
-        struct MHD_Response *resp =
-            MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, duel_reader, d, duel_stream_free);
-        if (!resp) {
-            duel_stream_free(d);
-            return MHD_NO;
-        }
-        MHD_add_response_header(resp, "Content-Type", "text/event-stream");
-        MHD_add_response_header(resp, "Cache-Control", "no-cache");
-        MHD_add_response_header(resp, "X-Accel-Buffering", "no");
-        srv_keep_alive(s, resp);
-        enum MHD_Result ret = MHD_queue_response(c, 200, resp);
-        MHD_destroy_response(resp);
-        return ret;
+        srv_sse_event(&d->out, duel_json(d, none, false)); /* the id at once, before any text */
+        return srv_reply_sse(s, c, &d->out, duel_more, duel_stream_free, d);
     }
 
     enum MHD_Result ret = MHD_YES;

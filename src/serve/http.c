@@ -142,6 +142,16 @@ enum MHD_Result srv_reply_simple_error(cm_server *s, struct MHD_Connection *c, r
     return srv_reply_error(s, c, r, &e);
 }
 
+void srv_submit_error(cm_submit_result sr, cm_api_error *err) {
+    if (sr == CM_SUBMIT_FULL)
+        cm_api_error_set(err, 503, "server_error", NULL, NULL,
+                         "The server is busy: every slot is taken and the wait queue is full; retry later");
+    else if (sr == CM_SUBMIT_CLOSED)
+        cm_api_error_set(err, 503, "server_error", NULL, NULL, SHUTDOWN_MESSAGE);
+    else
+        cm_api_error_set(err, 400, "invalid_request_error", NULL, NULL, "%s", cm_last_error());
+}
+
 /* Has the peer closed the connection (or reset it)? */
 bool srv_client_gone(int fd) {
     if (fd < 0) return false;
@@ -385,10 +395,7 @@ typedef struct {
     char id[48];
     long long created;
     bool include_usage;
-    /* streaming */
-    strbuf out;
-    size_t out_off;
-    bool ended;
+    sse_out out; /* streaming */
     /* results */
     int n_prompt, n_generated;
     const char *finish;
@@ -429,83 +436,53 @@ static wait_result gen_wait(gen_ctx *g, cm_job_update *u) {
     }
 }
 
-static void sse_event(gen_ctx *g, char *json) {
-    if (!json) {
-        g->out.failed = true;
-        return;
-    }
-    srv_sb_append(&g->out, "data: ", 6);
-    srv_sb_append(&g->out, json, strlen(json));
-    srv_sb_append(&g->out, "\n\n", 2);
-    free(json);
-}
-
-static void sse_error(gen_ctx *g, int status, const char *type, const char *message) {
-    cm_api_error e;
-    cm_api_error_set(&e, status, type, NULL, NULL, "%s", message);
-    sse_event(g, cm_api_error_json(&e));
-    srv_sb_append(&g->out, "data: [DONE]\n\n", 14);
-}
-
-static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
+/* The next events of a stream: its job's new text, or how it ended. False when the client is gone. */
+static bool stream_more(void *cls) {
     gen_ctx *g = cls;
-    (void)pos;
-    while (g->out_off >= g->out.len) {
-        g->out.len = g->out_off = 0;
-        if (g->out.failed) return MHD_CONTENT_READER_END_WITH_ERROR;
-        if (g->ended) return MHD_CONTENT_READER_END_OF_STREAM;
-        cm_job_update u;
-        wait_result w = gen_wait(g, &u);
-        if (w == WAIT_GONE) {
-            g->status = 499; /* client closed request */
-            cm_job_cancel(g->job);
-            return MHD_CONTENT_READER_END_WITH_ERROR;
-        }
-        if (w == WAIT_TIMEOUT) {
-            cm_job_cancel(g->job);
-            g->status = 504;
-            sse_error(g, 504, "timeout_error", "the request took longer than the server's --timeout");
-            g->ended = true;
-            continue;
-        }
-        g->n_prompt = u.n_prompt;
-        g->n_generated = u.n_generated;
-        if (u.text)
-            sse_event(g, cm_api_chunk_json(g->kind, g->id, g->created, g->sm->id, u.text, u.len, false, NULL,
-                                           NULL, g->include_usage));
-        free(u.text);
-        if (u.finish == CM_FINISH_NONE) continue;
-        g->ended = true;
-        g->finish = srv_finish_name(u.finish);
-        if (!g->finish) {
-            g->status = 500;
-            sse_error(g, u.finish == CM_FINISH_CANCELLED ? 503 : 500, "server_error",
-                      u.error[0] ? u.error : "the request was cancelled");
-            continue;
-        }
-        sse_event(g, cm_api_chunk_json(g->kind, g->id, g->created, g->sm->id, "", 0, false, g->finish, NULL,
-                                       g->include_usage));
-        if (g->include_usage) {
-            cm_api_usage usage = {u.n_prompt, u.n_generated};
-            sse_event(g, cm_api_chunk_json(g->kind, g->id, g->created, g->sm->id, NULL, 0, false, NULL,
-                                           &usage, false));
-        }
-        srv_sb_append(&g->out, "data: [DONE]\n\n", 14);
+    cm_job_update u;
+    wait_result w = gen_wait(g, &u);
+    if (w == WAIT_GONE) {
+        g->status = 499; /* client closed request */
+        cm_job_cancel(g->job);
+        return false;
     }
-    size_t n = g->out.len - g->out_off;
-    if (n > max) n = max;
-    memcpy(buf, g->out.buf + g->out_off, n);
-    g->out_off += n;
-    return (ssize_t)n;
+    if (w == WAIT_TIMEOUT) {
+        cm_job_cancel(g->job);
+        g->status = 504;
+        srv_sse_error(&g->out, 504, "timeout_error", "the request took longer than the server's --timeout");
+        return true;
+    }
+    g->n_prompt = u.n_prompt;
+    g->n_generated = u.n_generated;
+    if (u.text)
+        srv_sse_event(&g->out, cm_api_chunk_json(g->kind, g->id, g->created, g->sm->id, u.text, u.len, false,
+                                                 NULL, NULL, g->include_usage));
+    free(u.text);
+    if (u.finish == CM_FINISH_NONE) return true;
+    g->finish = srv_finish_name(u.finish);
+    if (!g->finish) {
+        g->status = 500;
+        srv_sse_error(&g->out, u.finish == CM_FINISH_CANCELLED ? 503 : 500, "server_error",
+                      u.error[0] ? u.error : "the request was cancelled");
+        return true;
+    }
+    srv_sse_event(&g->out, cm_api_chunk_json(g->kind, g->id, g->created, g->sm->id, "", 0, false, g->finish,
+                                             NULL, g->include_usage));
+    if (g->include_usage) {
+        cm_api_usage usage = {u.n_prompt, u.n_generated};
+        srv_sse_event(&g->out, cm_api_chunk_json(g->kind, g->id, g->created, g->sm->id, NULL, 0, false, NULL,
+                                                 &usage, false));
+    }
+    srv_sse_done(&g->out);
+    return true;
 }
 
 static void stream_free(void *cls) {
     gen_ctx *g = cls;
-    if (!g->ended && g->status == 200) g->status = 499;
+    g->status = srv_sse_finish(g->s, g->route, &g->out, g->status);
     gen_log(g, true);
-    srv_count_request(g->s, g->route, g->status == 499 ? 200 : g->status);
     cm_job_release(g->job);
-    free(g->out.buf);
+    free(g->out.buf.buf);
     free(g);
 }
 
@@ -647,14 +624,10 @@ static enum MHD_Result handle_generate(cm_server *s, struct MHD_Connection *c, r
     free(ids);
     bool stream = req.stream, include_usage = req.include_usage;
     cm_api_request_free(&req);
-    if (sr == CM_SUBMIT_FULL)
-        return srv_reply_simple_error(
-            s, c, r, 503, "server_error", NULL,
-            "The server is busy: every slot is taken and the wait queue is full; retry later");
-    if (sr == CM_SUBMIT_CLOSED)
-        return srv_reply_simple_error(s, c, r, 503, "server_error", NULL, SHUTDOWN_MESSAGE);
-    if (sr != CM_SUBMIT_OK)
-        return srv_reply_simple_error(s, c, r, 400, "invalid_request_error", NULL, "%s", cm_last_error());
+    if (sr != CM_SUBMIT_OK) {
+        srv_submit_error(sr, &err);
+        return srv_reply_error(s, c, r, &err);
+    }
 
     /* from here the connection may stay quiet while the job queues and runs */
     MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)s->p.timeout + 5u);
@@ -679,21 +652,9 @@ static enum MHD_Result handle_generate(cm_server *s, struct MHD_Connection *c, r
 
     if (stream) {
         if (kind == CM_API_CHAT)
-            sse_event(g, cm_api_chunk_json(kind, g->id, g->created, sm->id, "", 0, true, NULL, NULL,
-                                           include_usage));
-        struct MHD_Response *resp =
-            MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_reader, g, stream_free);
-        if (!resp) {
-            stream_free(g);
-            return MHD_NO;
-        }
-        MHD_add_response_header(resp, "Content-Type", "text/event-stream");
-        MHD_add_response_header(resp, "Cache-Control", "no-cache");
-        MHD_add_response_header(resp, "X-Accel-Buffering", "no");
-        srv_keep_alive(s, resp);
-        enum MHD_Result ret = MHD_queue_response(c, 200, resp);
-        MHD_destroy_response(resp);
-        return ret;
+            srv_sse_event(&g->out, cm_api_chunk_json(kind, g->id, g->created, sm->id, "", 0, true, NULL, NULL,
+                                                     include_usage));
+        return srv_reply_sse(s, c, &g->out, stream_more, stream_free, g);
     }
 
     strbuf text = {0};

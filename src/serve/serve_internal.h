@@ -113,6 +113,32 @@ enum MHD_Result srv_reply_error(cm_server *s, struct MHD_Connection *c, route_id
 enum MHD_Result srv_reply_simple_error(cm_server *s, struct MHD_Connection *c, route_id r, int status,
                                        const char *type, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 7, 8)));
+/* The answer to a job the scheduler refused (busy, shutting down, bad parameters). */
+void srv_submit_error(cm_submit_result sr, cm_api_error *err);
+
+/* sse.c: a streamed reply's bytes on their way out. Events are appended to `buf`; srv_reply_sse hands
+ * them to libmicrohttpd and asks for more once all are sent. */
+typedef struct {
+    strbuf buf;
+    size_t off; /* bytes of buf already handed over */
+    bool ended; /* the last event ([DONE]) is in buf */
+} sse_out;
+
+/* "data: JSON" (`json` is taken over; NULL marks the stream out of memory). */
+void srv_sse_event(sse_out *o, char *json);
+/* "data: [DONE]": the stream ends once it is sent. */
+void srv_sse_done(sse_out *o);
+/* An error event, then [DONE]. */
+void srv_sse_error(sse_out *o, int status, const char *type, const char *message);
+/* Queue a 200 event stream of `o`: whenever all of it is sent, `more(cls)` waits for news and appends
+ * events (false when the client is gone, which ends the reply with an error). `done(cls)` runs when the
+ * reply is over, or at once when it cannot be made. */
+enum MHD_Result srv_reply_sse(cm_server *s, struct MHD_Connection *c, sse_out *o, bool (*more)(void *cls),
+                              void (*done)(void *cls), void *cls);
+/* For a stream's `done`: its final status (499 when it was cut before its end while all was well), counted
+ * for route r. */
+int srv_sse_finish(cm_server *s, route_id r, const sse_out *o, int status);
+
 /* Has the peer closed or reset the connection? */
 bool srv_client_gone(int fd);
 int srv_connection_fd(struct MHD_Connection *c);
