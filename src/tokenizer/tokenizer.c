@@ -83,6 +83,51 @@ static cm_status gguf_chat_template(const cm_gguf *g, cm_tokenizer *t) {
     return CM_OK;
 }
 
+/* The ids llama.cpp falls back to when a GGUF does not say; they differ between its SPM and BPE vocabularies. */
+typedef struct {
+    int bos, eos, unk;
+    bool add_bos;
+    bool read_space_prefix; /* tokenizer.ggml.add_space_prefix applies (SPM) */
+} gguf_vocab_defaults;
+
+/* The vocabulary of a GGUF: tokenizer.ggml.tokens (1..CM_SPM_MAX_VOCAB strings) with their scores and types,
+ * the special ids and flags, cm_spm_finish'ed. */
+static cm_status gguf_vocab(const cm_gguf *g, const char *name, const gguf_vocab_defaults *d,
+                            cm_tokenizer **out) {
+    cm_gguf_type et;
+    uint64_t n;
+    if (cm_gguf_find(g, "tokenizer.ggml.tokens") < 0)
+        return cm_error(CM_ERR_FORMAT, "%s: tokenizer.ggml.tokens is absent", name);
+    CM_TRY(cm_gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &n));
+    if (et != CM_GGUF_STRING || n == 0 || n > CM_SPM_MAX_VOCAB)
+        return cm_error(CM_ERR_FORMAT, "%s: tokenizer.ggml.tokens should be 1..%d strings (%llu of type %d)",
+                        name, CM_SPM_MAX_VOCAB, (unsigned long long)n, (int)et);
+    cm_tokenizer *t;
+    CM_TRY(cm_spm_alloc((size_t)n, name, &t));
+    cm_status st = load_gguf_pieces(g, t, n);
+    if (!st) st = gguf_opt_id(g, "tokenizer.ggml.bos_token_id", d->bos, &t->bos);
+    if (!st) st = gguf_opt_id(g, "tokenizer.ggml.eos_token_id", d->eos, &t->eos);
+    if (!st) st = gguf_opt_id(g, "tokenizer.ggml.unknown_token_id", d->unk, &t->unk);
+    if (!st) st = gguf_opt_id(g, "tokenizer.ggml.padding_token_id", -1, &t->pad);
+    if (!st) st = gguf_opt_id(g, "tokenizer.ggml.eot_token_id", -1, &t->eot);
+    if (!st) st = gguf_opt_id(g, "tokenizer.ggml.eom_token_id", -1, &t->eom);
+    if (!st) st = gguf_opt_bool(g, "tokenizer.ggml.add_bos_token", d->add_bos, &t->add_bos);
+    if (!st) st = gguf_opt_bool(g, "tokenizer.ggml.add_eos_token", false, &t->add_eos);
+    if (!st && d->read_space_prefix)
+        st = gguf_opt_bool(g, "tokenizer.ggml.add_space_prefix", true, &t->add_dummy_prefix);
+    if (st) {
+        cm_tokenizer_close(t);
+        return st;
+    }
+    /* ids past a small vocabulary (llama.cpp's defaults) mean "none" */
+    if (t->bos >= t->n_vocab) t->bos = -1;
+    if (t->eos >= t->n_vocab) t->eos = -1;
+    if (t->unk >= t->n_vocab) t->unk = -1;
+    CM_TRY(cm_spm_finish(t, name)); /* frees t on failure */
+    *out = t;
+    return CM_OK;
+}
+
 /* Byte-level BPE (tokenizer.ggml.model "gpt2"): tokens, token_type, merges, special ids, pre. `pre` >= 0
  * overrides tokenizer.ggml.pre. */
 static cm_status bpe_from_gguf(const cm_gguf *g, int pre, cm_tokenizer **out) {
@@ -104,13 +149,7 @@ static cm_status bpe_from_gguf(const cm_gguf *g, int pre, cm_tokenizer **out) {
         }
     }
     cm_gguf_type et;
-    uint64_t n, n_merges;
-    if (cm_gguf_find(g, "tokenizer.ggml.tokens") < 0)
-        return cm_error(CM_ERR_FORMAT, "%s: tokenizer.ggml.tokens is absent", name);
-    CM_TRY(cm_gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &n));
-    if (et != CM_GGUF_STRING || n == 0 || n > CM_SPM_MAX_VOCAB)
-        return cm_error(CM_ERR_FORMAT, "%s: tokenizer.ggml.tokens should be 1..%d strings (%llu of type %d)",
-                        name, CM_SPM_MAX_VOCAB, (unsigned long long)n, (int)et);
+    uint64_t n_merges;
     if (cm_gguf_find(g, "tokenizer.ggml.merges") < 0)
         return cm_error(CM_ERR_FORMAT, "%s: tokenizer.ggml.merges is absent", name);
     CM_TRY(cm_gguf_get_arr(g, "tokenizer.ggml.merges", &et, &n_merges));
@@ -118,25 +157,8 @@ static cm_status bpe_from_gguf(const cm_gguf *g, int pre, cm_tokenizer **out) {
         return cm_error(CM_ERR_FORMAT, "%s: tokenizer.ggml.merges should be 1..%d strings (%llu of type %d)",
                         name, CM_BPE_MAX_MERGES, (unsigned long long)n_merges, (int)et);
     cm_tokenizer *t;
-    CM_TRY(cm_spm_alloc((size_t)n, name, &t));
-    cm_status st = load_gguf_pieces(g, t, n);
-    if (!st) st = gguf_opt_id(g, "tokenizer.ggml.bos_token_id", -1, &t->bos);
-    if (!st) st = gguf_opt_id(g, "tokenizer.ggml.eos_token_id", -1, &t->eos);
-    if (!st) st = gguf_opt_id(g, "tokenizer.ggml.unknown_token_id", -1, &t->unk);
-    if (!st) st = gguf_opt_id(g, "tokenizer.ggml.padding_token_id", -1, &t->pad);
-    if (!st) st = gguf_opt_id(g, "tokenizer.ggml.eot_token_id", -1, &t->eot);
-    if (!st) st = gguf_opt_id(g, "tokenizer.ggml.eom_token_id", -1, &t->eom);
-    if (!st) st = gguf_opt_bool(g, "tokenizer.ggml.add_bos_token", pre == CM_BPE_PRE_LLAMA3, &t->add_bos);
-    if (!st) st = gguf_opt_bool(g, "tokenizer.ggml.add_eos_token", false, &t->add_eos);
-    if (st) {
-        cm_tokenizer_close(t);
-        return st;
-    }
-    if (t->bos >= t->n_vocab) t->bos = -1;
-    if (t->eos >= t->n_vocab) t->eos = -1;
-    if (t->unk >= t->n_vocab) t->unk = -1;
-    CM_TRY(cm_spm_finish(t, name));
-    st = cm_bpe_setup(t, (cm_bpe_pre)pre, (size_t)n_merges, name);
+    CM_TRY(gguf_vocab(g, name, &(gguf_vocab_defaults){-1, -1, -1, pre == CM_BPE_PRE_LLAMA3, false}, &t));
+    cm_status st = cm_bpe_setup(t, (cm_bpe_pre)pre, (size_t)n_merges, name);
     char where[1200];
     for (uint64_t i = 0; i < n_merges && !st; i++) {
         const char *s;
@@ -177,39 +199,9 @@ cm_status cm_tokenizer_from_gguf(const cm_gguf *g, cm_tokenizer **out) {
         return cm_error(CM_ERR_UNSUPPORTED,
                         "%s: tokenizer.ggml.model \"%.*s\" is not supported (only \"llama\" and \"gpt2\")",
                         name, (int)(mlen > 64 ? 64 : mlen), model);
-    cm_gguf_type et;
-    uint64_t n;
-    if (cm_gguf_find(g, "tokenizer.ggml.tokens") < 0)
-        return cm_error(CM_ERR_FORMAT, "%s: tokenizer.ggml.tokens is absent", name);
-    CM_TRY(cm_gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &n));
-    if (et != CM_GGUF_STRING)
-        return cm_error(CM_ERR_FORMAT, "%s: tokenizer.ggml.tokens should be an array of strings (type %d)",
-                        name, (int)et);
-    if (n == 0 || n > CM_SPM_MAX_VOCAB)
-        return cm_error(CM_ERR_FORMAT, "%s: tokenizer.ggml.tokens has %llu entries", name,
-                        (unsigned long long)n);
     cm_tokenizer *t;
-    CM_TRY(cm_spm_alloc((size_t)n, name, &t));
-    cm_status st = load_gguf_pieces(g, t, n);
-    if (!st) st = gguf_opt_id(g, "tokenizer.ggml.bos_token_id", 1, &t->bos);
-    if (!st) st = gguf_opt_id(g, "tokenizer.ggml.eos_token_id", 2, &t->eos);
-    if (!st) st = gguf_opt_id(g, "tokenizer.ggml.unknown_token_id", 0, &t->unk);
-    if (!st) st = gguf_opt_id(g, "tokenizer.ggml.padding_token_id", -1, &t->pad);
-    if (!st) st = gguf_opt_id(g, "tokenizer.ggml.eot_token_id", -1, &t->eot);
-    if (!st) st = gguf_opt_id(g, "tokenizer.ggml.eom_token_id", -1, &t->eom);
-    if (!st) st = gguf_opt_bool(g, "tokenizer.ggml.add_bos_token", true, &t->add_bos);
-    if (!st) st = gguf_opt_bool(g, "tokenizer.ggml.add_eos_token", false, &t->add_eos);
-    if (!st) st = gguf_opt_bool(g, "tokenizer.ggml.add_space_prefix", true, &t->add_dummy_prefix);
-    if (st) {
-        cm_tokenizer_close(t);
-        return st;
-    }
-    /* ids past a small vocabulary (llama.cpp's defaults) mean "none" */
-    if (t->bos >= t->n_vocab) t->bos = -1;
-    if (t->eos >= t->n_vocab) t->eos = -1;
-    if (t->unk >= t->n_vocab) t->unk = -1;
-    CM_TRY(cm_spm_finish(t, name));
-    st = gguf_chat_template(g, t);
+    CM_TRY(gguf_vocab(g, name, &(gguf_vocab_defaults){1, 2, 0, true, true}, &t));
+    cm_status st = gguf_chat_template(g, t);
     if (st) {
         cm_tokenizer_close(t);
         return st;
