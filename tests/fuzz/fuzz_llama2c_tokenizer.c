@@ -3,17 +3,11 @@
 #include <stdlib.h>
 
 #include "camelid/tokenizer.h"
+#include "fuzz_util.h"
 
 static void exercise(cm_tokenizer *t) {
     static const char text[] = "Once upon a time, 中文 🦙";
-    int32_t *ids = NULL;
-    size_t n = 0;
-    if (cm_tokenizer_encode(t, text, sizeof text - 1, false, false, &ids, &n) != CM_OK) return;
-    char *out = NULL;
-    size_t len = 0;
-    if (cm_tokenizer_decode(t, ids, n, &out, &len) != CM_OK) __builtin_trap();
-    free(out);
-    free(ids);
+    fuzz_encode_decode(t, text, sizeof text - 1, false);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

@@ -16,6 +16,7 @@
 #include "camelid/nf4.h"
 #include "camelid/nf4_hf.h"
 #include "camelid/safetensors.h"
+#include "fuzz_util.h"
 #include "model/model_internal.h"
 
 static const cm_tensor *lookup(void *ctx, const char *name) { return cm_safetensors_find(ctx, name); }
@@ -71,18 +72,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         return 0;
     }
     /* a bare header: wrapped into a file with the stated number of zero data bytes */
-    size_t j = size;
-    while (j > 0 && data[j - 1] != '}') j--;
-    if (j == 0) j = size;
-    size_t dlen = 0;
-    for (size_t k = j; k < size && data[k] >= '0' && data[k] <= '9' && dlen < (1u << 16); k++)
-        dlen = dlen * 10 + (size_t)(data[k] - '0');
-    if (dlen > (1u << 16)) dlen = 1u << 16;
-    size_t total = 8 + j + dlen;
-    uint8_t *buf = calloc(total, 1);
+    size_t total;
+    uint8_t *buf = fuzz_wrap_safetensors(data, size, &total);
     if (!buf) return 0;
-    for (int i = 0; i < 8; i++) buf[i] = (uint8_t)((uint64_t)j >> (8 * i));
-    memcpy(buf + 8, data, j);
     check_file(buf, total, rows, cols);
     free(buf);
     return 0;

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "camelid/safetensors.h"
+#include "fuzz_util.h"
 
 static void check(const uint8_t *data, size_t size) {
     cm_safetensors *st = NULL;
@@ -37,18 +38,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         check(data, size);
         return 0;
     }
-    size_t j = size;
-    while (j > 0 && data[j - 1] != '}') j--;
-    if (j == 0) j = size;
-    size_t dlen = 0;
-    for (size_t k = j; k < size && data[k] >= '0' && data[k] <= '9' && dlen < (1u << 16); k++)
-        dlen = dlen * 10 + (size_t)(data[k] - '0');
-    if (dlen > (1u << 16)) dlen = 1u << 16;
-    size_t total = 8 + j + dlen;
-    uint8_t *buf = calloc(total, 1);
+    size_t total;
+    uint8_t *buf = fuzz_wrap_safetensors(data, size, &total);
     if (!buf) return 0;
-    for (int i = 0; i < 8; i++) buf[i] = (uint8_t)((uint64_t)j >> (8 * i));
-    memcpy(buf + 8, data, j);
     check(buf, total);
     free(buf);
     return 0;

@@ -8,44 +8,28 @@
 #include <string.h>
 
 #include "camelid/sft_data.h"
+#include "fuzz_util.h"
 
 #define S "\xE2\x96\x81" /* "▁" */
 
 static cm_tokenizer *tiny(void) {
-    static const char *words[] = {S,
-                                  "a",
-                                  "e",
-                                  "o",
-                                  "s",
-                                  S "a",
-                                  "in",
-                                  "###",
-                                  ":",
-                                  S "USER",
-                                  S "ASSISTANT",
-                                  "<|im_start|>",
-                                  "<|im_end|>",
-                                  "<|eot_id|>",
-                                  "[INST]",
-                                  "\n\n"};
-    enum { N_WORDS = sizeof words / sizeof words[0], N = 3 + 256 + N_WORDS };
-    static char bytes[256][7];
-    const char *pieces[N];
-    size_t lens[N];
-    float scores[N];
-    pieces[0] = "<unk>", pieces[1] = "<s>", pieces[2] = "</s>";
-    for (int b = 0; b < 256; b++) {
-        snprintf(bytes[b], sizeof bytes[b], "<0x%02X>", b);
-        pieces[3 + b] = bytes[b];
-    }
-    for (int i = 0; i < N_WORDS; i++) pieces[259 + i] = words[i];
-    for (int i = 0; i < N; i++) {
-        lens[i] = strlen(pieces[i]);
-        scores[i] = i < 259 ? 0.0f : -(float)(i % 5);
-    }
-    cm_tokenizer *t = NULL;
-    if (cm_tokenizer_from_pieces(pieces, lens, scores, NULL, N, 1, 2, 0, &t) != CM_OK) __builtin_trap();
-    return t;
+    static const char *const words[] = {S,
+                                        "a",
+                                        "e",
+                                        "o",
+                                        "s",
+                                        S "a",
+                                        "in",
+                                        "###",
+                                        ":",
+                                        S "USER",
+                                        S "ASSISTANT",
+                                        "<|im_start|>",
+                                        "<|im_end|>",
+                                        "<|eot_id|>",
+                                        "[INST]",
+                                        "\n\n"};
+    return fuzz_tiny_spm(words, (int)(sizeof words / sizeof words[0]), NULL, 1, 5);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

@@ -5,20 +5,13 @@
 #include <string.h>
 
 #include "camelid/tokenizer.h"
+#include "fuzz_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     cm_tokenizer *t = NULL;
     if (cm_tokenizer_parse_spm_model(data, size, "fuzz.model", &t) != CM_OK) return 0;
     static const char text[] = " Hello  wörld, 中文 🦙\n";
-    int32_t *ids = NULL;
-    size_t n = 0;
-    if (cm_tokenizer_encode(t, text, sizeof text - 1, cm_tokenizer_bos(t) >= 0, false, &ids, &n) == CM_OK) {
-        char *out = NULL;
-        size_t len = 0;
-        if (cm_tokenizer_decode(t, ids, n, &out, &len) != CM_OK) __builtin_trap();
-        free(out);
-        free(ids);
-    }
+    fuzz_encode_decode(t, text, sizeof text - 1, cm_tokenizer_bos(t) >= 0);
     uint8_t *buf = NULL;
     size_t bsize = 0;
     if (cm_tokenizer_serialize_spm_model(t, &buf, &bsize) == CM_OK) {

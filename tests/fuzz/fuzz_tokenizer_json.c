@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "camelid/tokenizer.h"
+#include "fuzz_util.h"
 
 static const char small[] =
     "{\"added_tokens\": [{\"id\": 6, \"content\": \"<|end|>\", \"special\": true}], \"pre_tokenizer\": "
@@ -17,16 +18,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     cm_tokenizer *t = NULL;
     if (cm_tokenizer_parse_hf_json((const char *)data, size, "fuzz.json", &t) == CM_OK) {
         static const char *const texts[] = {"", "abc cab", "Hello world", " \xE2\x96\x81 <s> \xFF"};
-        for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
-            int32_t *ids = NULL;
-            size_t n = 0;
-            if (cm_tokenizer_encode(t, texts[i], strlen(texts[i]), false, false, &ids, &n) == CM_OK) {
-                char *text = NULL;
-                if (cm_tokenizer_decode(t, ids, n, &text, NULL) != CM_OK) __builtin_trap();
-                free(text);
-            }
-            free(ids);
-        }
+        for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++)
+            fuzz_encode_decode(t, texts[i], strlen(texts[i]), false);
         char *json = NULL;
         size_t len = 0;
         if (cm_tokenizer_serialize_hf_json(t, &json, &len) == CM_OK) {
