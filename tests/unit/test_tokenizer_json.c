@@ -282,9 +282,9 @@ static void test_config(void) {
 
     /* string form; tokens as strings and as objects */
     cm_test_write_file(dir, "tokenizer_config.json",
-               "{\"bos_token\": {\"content\": \"<s>\", \"lstrip\": false}, \"eos_token\": \"</s>\",\n"
-               " \"add_bos_token\": false, \"add_eos_token\": true,\n"
-               " \"chat_template\": \"{% for m in messages %}{{ m.content }}{% endfor %}\"}");
+                       "{\"bos_token\": {\"content\": \"<s>\", \"lstrip\": false}, \"eos_token\": \"</s>\",\n"
+                       " \"add_bos_token\": false, \"add_eos_token\": true,\n"
+                       " \"chat_template\": \"{% for m in messages %}{{ m.content }}{% endfor %}\"}");
     CHECK_OK(cm_tokenizer_open(dir, 0, &t));
     if (t) {
         CHECK(cm_tokenizer_chat_template(t) &&
@@ -307,8 +307,8 @@ static void test_config(void) {
 
     /* list form: "default" is taken */
     cm_test_write_file(dir, "tokenizer_config.json",
-               "{\"chat_template\": [{\"name\": \"tool_use\", \"template\": \"T\"},\n"
-               " {\"name\": \"default\", \"template\": \"D\"}], \"eos_token\": null}");
+                       "{\"chat_template\": [{\"name\": \"tool_use\", \"template\": \"T\"},\n"
+                       " {\"name\": \"default\", \"template\": \"D\"}], \"eos_token\": null}");
     CHECK_OK(cm_tokenizer_open(dir, 0, &t));
     CHECK(t && cm_tokenizer_chat_template(t) && strcmp(cm_tokenizer_chat_template(t), "D") == 0);
     CHECK(t && cm_tokenizer_eos(t) == 2 && cm_tokenizer_add_bos(t));

@@ -1,5 +1,6 @@
 /* Helpers for the tests that run a model (check.h holds the harness itself). Header-only: every
- * tests/unit/test_*.c is its own executable, so a shared .c would need its own rule in tests/CMakeLists.txt. */
+ * tests/unit/test_*.c is its own executable, so a shared .c would need its own rule in tests/CMakeLists.txt.
+ */
 #ifndef CAMELID_TEST_UTIL_H
 #define CAMELID_TEST_UTIL_H
 
@@ -11,8 +12,8 @@
 #include "camelid/model.h"
 #include "check.h"
 
-/* Mean log-likelihood per predicted token of `ids` (windows of the model's context, each from position 0): the
- * measure by which test_quant and test_nf4 bound how much quantization moves a model. */
+/* Mean log-likelihood per predicted token of `ids` (windows of the model's context, each from position 0):
+ * the measure by which test_quant and test_nf4 bound how much quantization moves a model. */
 static inline double cm_test_mean_loglik(const cm_model *m, const int32_t *ids, int n) {
     const int ctx = m->cfg.seq_len, V = m->cfg.vocab_size;
     cm_state *s;

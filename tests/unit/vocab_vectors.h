@@ -87,9 +87,8 @@ static void print_ids(const char *what, const int32_t *a, size_t n) {
 }
 
 /* Are `got` and `want` the same ids? If not, print the printf-style message (which case) and both lists. */
-__attribute__((format(printf, 5, 6))) static inline bool ids_match(const int32_t *got, size_t n,
-                                                                   const int32_t *want, size_t nw,
-                                                                   const char *fmt, ...) {
+__attribute__((format(printf, 5, 6))) static inline bool
+ids_match(const int32_t *got, size_t n, const int32_t *want, size_t nw, const char *fmt, ...) {
     if (same_ids(got, n, want, nw)) return true;
     va_list ap;
     va_start(ap, fmt);
