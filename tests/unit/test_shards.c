@@ -178,35 +178,32 @@ static void fresh(const char *dir) {
 static void test_corrupt(void) {
     char *dir = cm_test_tmpdir();
     char *shard = path_in(dir, "train_00000.bin");
-    fresh(dir);
-    patch(shard, 0, "XMTOKSHD", 8);
-    expect_open_fail(dir, "magic", "train_00000.bin");
+    /* bytes written over a fresh shard (header: magic at 0, version 8, dtype 12, token count 16, reserved 24) */
+    static const struct {
+        long at;
+        uint8_t bytes[8];
+        size_t n;
+        const char *needle;
+    } patches[] = {
+        {0, {'X', 'M', 'T', 'O', 'K', 'S', 'H', 'D'}, 8, "magic"},
+        {16, {49}, 8, "manifest.json says 50"},
+        /* token 7 becomes 1000, the vocabulary size */
+        {32 + 7 * 2, {0xE8, 0x03}, 2, "token 1000 at position 7 is not below the vocabulary size 1000"},
+        {8, {2}, 4, "version 2"},
+        {12, {4}, 4, "manifest.json says 2"},
+        {24, {1}, 1, "reserved"},
+    };
+    for (size_t i = 0; i < sizeof patches / sizeof *patches; i++) {
+        fresh(dir);
+        patch(shard, patches[i].at, patches[i].bytes, patches[i].n);
+        expect_open_fail(dir, patches[i].needle, "train_00000.bin");
+    }
     fresh(dir);
     CHECK(truncate(shard, 32 + 49 * 2) == 0);
     expect_open_fail(dir, "truncated or padded", "train_00000.bin");
     fresh(dir);
     CHECK(truncate(shard, 20) == 0);
     expect_open_fail(dir, "shorter than the 32-byte header", "train_00000.bin");
-    fresh(dir);
-    uint8_t c[8] = {49};
-    patch(shard, 16, c, 8);
-    expect_open_fail(dir, "manifest.json says 50", "train_00000.bin");
-    fresh(dir);
-    uint8_t big[2] = {0xE8, 0x03}; /* 1000 = the vocabulary size */
-    patch(shard, 32 + 7 * 2, big, 2);
-    expect_open_fail(dir, "token 1000 at position 7 is not below the vocabulary size 1000", "train_00000.bin");
-    fresh(dir);
-    uint8_t v2[4] = {2};
-    patch(shard, 8, v2, 4);
-    expect_open_fail(dir, "version 2", "train_00000.bin");
-    fresh(dir);
-    uint8_t d4[4] = {4};
-    patch(shard, 12, d4, 4);
-    expect_open_fail(dir, "manifest.json says 2", "train_00000.bin");
-    fresh(dir);
-    uint8_t one[1] = {1};
-    patch(shard, 24, one, 1);
-    expect_open_fail(dir, "reserved", "train_00000.bin");
     fresh(dir);
     unlink(shard);
     expect_open_fail(dir, "cannot open", "train_00000.bin");
