@@ -13,6 +13,7 @@
 #include "camelid/generate.h"
 #include "camelid/model.h"
 #include "camelid/questions.h"
+#include "camelid/strbuf.h"
 #include "chat_messages.h"
 #include "commands.h"
 #include "sampling_opts.h"
@@ -138,41 +139,10 @@ typedef struct {
     int ctx;
 } contender;
 
-typedef struct {
-    char *text;
-    size_t len, cap;
-    bool failed;
-} text_buf;
-
 static int collect(void *user, const char *text, size_t len) {
-    text_buf *t = user;
-    if (t->len + len + 1 > t->cap) {
-        size_t cap = (t->len + len + 1) * 2;
-        char *p = realloc(t->text, cap);
-        if (!p) {
-            t->failed = true;
-            return 1;
-        }
-        t->text = p;
-        t->cap = cap;
-    }
-    memcpy(t->text + t->len, text, len);
-    t->len += len;
-    t->text[t->len] = 0;
-    return 0;
-}
-
-/* The reply without the spaces and newlines around it (as `camelid chat` keeps it). */
-static char *trimmed(const char *s) {
-    while (*s == ' ' || *s == '\n' || *s == '\t' || *s == '\r') s++;
-    size_t n = strlen(s);
-    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\n' || s[n - 1] == '\t' || s[n - 1] == '\r')) n--;
-    char *c = malloc(n + 1);
-    if (c) {
-        memcpy(c, s, n);
-        c[n] = 0;
-    }
-    return c;
+    cm_strbuf *t = user;
+    cm_strbuf_append(t, text, len);
+    return t->failed ? 1 : 0;
 }
 
 /* One model's conversation over a question's turns; *out gets its JSON message list. */
@@ -216,19 +186,20 @@ static int converse(contender *c, const cm_question *q, const char *system, int 
                                      .n_stop = (int)n_stops,
                                      .stop_tokens = stop_ids,
                                      .n_stop_tokens = (int)n_stop_ids};
-            text_buf reply = {0};
+            cm_strbuf reply = {0};
             cm_generate_result res;
             st = cm_generate(c->m, c->tok, c->state, c->sampler, ids, (int)n_ids, &gp, collect, &reply, &res);
             free(res.tokens);
             if (st != CM_OK || reply.failed) {
-                free(reply.text);
+                cm_strbuf_free(&reply);
                 free(ids);
                 cli_fail("%s: question %s: %s", c->name, q->id_json,
                          st != CM_OK ? cm_last_error() : "out of memory");
                 goto out;
             }
-            answer = trimmed(reply.text ? reply.text : "");
-            free(reply.text);
+            /* the reply without the spaces and newlines around it, as `camelid chat` keeps it */
+            answer = cli_trim_copy(reply.buf ? reply.buf : "");
+            cm_strbuf_free(&reply);
         }
         free(ids);
         if (!answer || chat_messages_add(&msgs, "assistant", answer) != CM_OK) {
@@ -252,26 +223,6 @@ out:
     json_decref(conv);
     chat_messages_free(&msgs);
     return status;
-}
-
-static char *model_stem(const char *path) {
-    size_t n = strlen(path);
-    while (n > 1 && path[n - 1] == '/') n--;
-    size_t start = n;
-    while (start > 0 && path[start - 1] != '/') start--;
-    size_t end = n;
-    for (size_t i = n; i > start + 1; i--) {
-        if (path[i - 1] == '.') {
-            end = i - 1;
-            break;
-        }
-    }
-    char *s = malloc(end - start + 1);
-    if (s) {
-        memcpy(s, path + start, end - start);
-        s[end - start] = 0;
-    }
-    return s;
 }
 
 static int battle(int argc, char **argv) {
@@ -307,14 +258,8 @@ static int battle(int argc, char **argv) {
         early = cli_fail("arena battle needs --prompts FILE and --out FILE");
     else if (aliases.n > 2)
         early = cli_fail("%d --alias for 2 models", aliases.n);
-    else if (n_predict < 1)
-        early = cli_fail("--n-predict must be at least 1");
-    else if (ctx < 0)
-        early = cli_fail("--ctx-size must be positive");
-    else if (sampling_opts_resolve(&so) != 0)
+    else if (cli_check_chat_opts(n_predict, ctx, &so, template_name, &tmpl) != 0)
         early = 1;
-    else if (template_name && cm_template_from_name(template_name, &tmpl) != CM_OK)
-        early = cli_fail_status();
     if (early >= 0) {
         string_list_free(&aliases);
         return early;
@@ -334,15 +279,13 @@ static int battle(int argc, char **argv) {
     for (int k = 0; k < 2; k++) {
         contender *c = &cs[k];
         c->path = pos[k];
-        c->name = k < aliases.n ? strdup(aliases.items[k]) : model_stem(pos[k]);
+        c->name = k < aliases.n ? strdup(aliases.items[k]) : cli_model_name(pos[k]);
         if (!c->name) {
             cli_fail("out of memory");
             goto out;
         }
         if (cli_open_model(pos[k], tok_path, false, &c->m, &c->tok, &c->owned_tok) != 0) goto out;
-        c->tmpl = tmpl;
-        if (!template_name && !cm_template_detect(cm_tokenizer_chat_template(c->tok), &c->tmpl))
-            c->tmpl = CM_TEMPLATE_CHATML;
+        c->tmpl = cli_chat_template(template_name, tmpl, c->tok);
         c->ctx = ctx > 0 ? ctx : c->m->cfg.seq_len;
         if (cm_state_open(c->m, c->ctx, 512, threads, &c->state) != CM_OK ||
             cm_sampler_open(&so.params, c->m->cfg.vocab_size, &c->sampler) != CM_OK) {

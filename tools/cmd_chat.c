@@ -7,8 +7,8 @@
 
 #include "camelid/chat.h"
 #include "camelid/generate.h"
-#include "camelid/lora.h"
 #include "camelid/model.h"
+#include "camelid/strbuf.h"
 #include "chat_messages.h"
 #include "commands.h"
 #include "sampling_opts.h"
@@ -42,10 +42,8 @@ static void on_sigint(int sig) {
 }
 
 typedef struct {
-    char *text;
-    size_t len, cap;
+    cm_strbuf text;
     bool started; /* leading whitespace of a reply is not printed */
-    bool failed;
 } reply_buffer;
 
 static int on_reply_text(void *user, const char *text, size_t len) {
@@ -55,19 +53,8 @@ static int on_reply_text(void *user, const char *text, size_t len) {
         if (len == 0) return interrupted;
         r->started = true;
     }
-    if (r->len + len + 1 > r->cap) {
-        size_t cap = (r->len + len + 1) * 2;
-        char *p = realloc(r->text, cap);
-        if (!p) {
-            r->failed = true;
-            return 1;
-        }
-        r->text = p;
-        r->cap = cap;
-    }
-    memcpy(r->text + r->len, text, len);
-    r->len += len;
-    r->text[r->len] = 0;
+    cm_strbuf_append(&r->text, text, len);
+    if (r->text.failed) return 1;
     fwrite(text, 1, len, stdout);
     fflush(stdout);
     return interrupted || ferror(stdout);
@@ -78,18 +65,6 @@ static int common_prefix(const int32_t *a, int na, const int32_t *b, int nb) {
     int i = 0;
     while (i < na && i < nb && a[i] == b[i]) i++;
     return i;
-}
-
-static char *trim_copy(const char *s) {
-    while (*s == ' ' || *s == '\n' || *s == '\t' || *s == '\r') s++;
-    size_t n = strlen(s);
-    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\n' || s[n - 1] == '\t' || s[n - 1] == '\r')) n--;
-    char *c = malloc(n + 1);
-    if (c) {
-        memcpy(c, s, n);
-        c[n] = 0;
-    }
-    return c;
 }
 
 int cmd_chat(int argc, char **argv) {
@@ -111,18 +86,9 @@ int cmd_chat(int argc, char **argv) {
     cm_template_id tmpl = CM_TEMPLATE_CHATML;
     if (rc != 0)
         early = rc < 0 ? 1 : 0;
-    else if (!model_path)
-        early = cli_fail("chat needs a MODEL (see camelid chat --help)");
-    else if (extra)
-        early = cli_fail("chat takes one MODEL, got an extra argument \"%s\"", extra);
-    else if (n_predict < 1)
-        early = cli_fail("--n-predict must be at least 1");
-    else if (ctx < 0)
-        early = cli_fail("--ctx-size must be positive");
-    else if (sampling_opts_resolve(&so) != 0)
+    else if (cli_one_model("chat", model_path, extra) != 0 ||
+             cli_check_chat_opts(n_predict, ctx, &so, template_name, &tmpl) != 0)
         early = 1;
-    else if (template_name && cm_template_from_name(template_name, &tmpl) != CM_OK)
-        early = cli_fail_status();
     if (early >= 0) {
         string_list_free(&adapters);
         return early;
@@ -141,14 +107,8 @@ int cmd_chat(int argc, char **argv) {
     bool tty = isatty(STDIN_FILENO);
 
     if (cli_open_model(model_path, tok_path, false, &m, &tok, &owned_tok) != 0) goto out;
-    for (int i = 0; i < adapters.n; i++) {
-        if (cm_model_merge_adapter(m, adapters.items[i]) != CM_OK) {
-            cli_fail_status();
-            goto out;
-        }
-    }
-    if (!template_name && !cm_template_detect(cm_tokenizer_chat_template(tok), &tmpl))
-        tmpl = CM_TEMPLATE_CHATML;
+    if (cli_merge_adapters(m, &adapters) != 0) goto out;
+    tmpl = cli_chat_template(template_name, tmpl, tok);
     if (ctx == 0) ctx = m->cfg.seq_len;
     if (cm_state_open(m, ctx, 512, threads, &state) != CM_OK ||
         cm_sampler_open(&so.params, m->cfg.vocab_size, &sampler) != CM_OK ||
@@ -242,14 +202,14 @@ int cmd_chat(int argc, char **argv) {
         free(ids);
         fputc('\n', stdout);
         fflush(stdout);
-        if (st != CM_OK || reply.failed) {
-            free(reply.text);
+        if (st != CM_OK || reply.text.failed) {
+            cm_strbuf_free(&reply.text);
             cli_fail_status();
             goto out;
         }
         if (interrupted && tty) fputs("(stopped)\n", stderr);
-        char *answer = trim_copy(reply.text ? reply.text : "");
-        free(reply.text);
+        char *answer = cli_trim_copy(reply.text.buf ? reply.text.buf : "");
+        cm_strbuf_free(&reply.text);
         if (!answer || chat_messages_add(&msgs, "assistant", answer) != CM_OK) {
             free(answer);
             cli_fail("out of memory");

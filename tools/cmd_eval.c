@@ -9,7 +9,6 @@
 #include "camelid/chat.h"
 #include "camelid/eval.h"
 #include "camelid/eval_store.h"
-#include "camelid/lora.h"
 #include "camelid/model.h"
 #include "commands.h"
 
@@ -168,14 +167,7 @@ static int eval_main(int argc, char **argv, cm_dist **dist) {
     int n_specs = 0, status = 1;
     cm_eval_options opt = cm_eval_defaults();
 
-    if (!model_path) {
-        cli_fail("eval needs a MODEL (see camelid eval --help)");
-        goto done;
-    }
-    if (extra) {
-        cli_fail("eval takes one MODEL, got an extra argument \"%s\"", extra);
-        goto done;
-    }
+    if (cli_one_model("eval", model_path, extra) != 0) goto done;
     if (!tasks || !tasks[0]) {
         cli_fail("eval needs --tasks (e.g. --tasks mmlu:DIR,perplexity:FILE)");
         goto done;
@@ -231,12 +223,7 @@ static int eval_main(int argc, char **argv, cm_dist **dist) {
     int rank = cm_dist_rank(*dist);
     if (rank != 0) out = store = NULL; /* rank 0 writes the results */
     if (cli_open_model(model_path, tok_path, false, &m, &tok, &owned_tok) != 0) goto done;
-    for (int i = 0; i < adapters.n; i++) {
-        if (cm_model_merge_adapter(m, adapters.items[i]) != CM_OK) {
-            cli_fail_status();
-            goto done;
-        }
-    }
+    if (cli_merge_adapters(m, &adapters) != 0) goto done;
     char sha[65] = "";
     if (rank == 0 && cm_sha256_model_weights(model_path, sha) != CM_OK) {
         cli_fail_status();

@@ -4,7 +4,6 @@
 #include <time.h>
 
 #include "camelid/generate.h"
-#include "camelid/lora.h"
 #include "camelid/model.h"
 #include "commands.h"
 #include "sampling_opts.h"
@@ -76,14 +75,7 @@ int cmd_generate(int argc, char **argv) {
     char *file_prompt = NULL;
     int status = 1;
 
-    if (!model_path) {
-        cli_fail("generate needs a MODEL (see camelid generate --help)");
-        goto out;
-    }
-    if (extra) {
-        cli_fail("generate takes one MODEL, got an extra argument \"%s\"", extra);
-        goto out;
-    }
+    if (cli_one_model("generate", model_path, extra) != 0) goto out;
     if (n_predict < -1) {
         cli_fail("--n-predict must be -1 or more");
         goto out;
@@ -104,12 +96,7 @@ int cmd_generate(int argc, char **argv) {
         prompt = file_prompt;
     }
     if (cli_open_model(model_path, tok_path, false, &m, &tok, &owned_tok) != 0) goto out;
-    for (int i = 0; i < adapters.n; i++) {
-        if (cm_model_merge_adapter(m, adapters.items[i]) != CM_OK) {
-            cli_fail_status();
-            goto out;
-        }
-    }
+    if (cli_merge_adapters(m, &adapters) != 0) goto out;
     if (ctx == 0) ctx = m->cfg.seq_len;
     const char *text = prompt ? prompt : "";
     bool add_bos = cm_tokenizer_add_bos(tok) && cm_tokenizer_bos(tok) >= 0;

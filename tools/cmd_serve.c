@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "camelid/chat.h"
-#include "camelid/lora.h"
 #include "camelid/model.h"
 #include "camelid/serve.h"
 #include "commands.h"
@@ -52,27 +51,6 @@ static const char *help =
 static void log_line(void *user, const char *line) {
     (void)user;
     fprintf(stderr, "camelid: %s\n", line);
-}
-
-/* The file or folder name without its extension. */
-static char *model_stem(const char *path) {
-    size_t n = strlen(path);
-    while (n > 1 && path[n - 1] == '/') n--;
-    size_t start = n;
-    while (start > 0 && path[start - 1] != '/') start--;
-    size_t end = n;
-    for (size_t i = n; i > start + 1; i--) {
-        if (path[i - 1] == '.') {
-            end = i - 1;
-            break;
-        }
-    }
-    char *s = malloc(end - start + 1);
-    if (s) {
-        memcpy(s, path + start, end - start);
-        s[end - start] = 0;
-    }
-    return s;
 }
 
 int cmd_serve(int argc, char **argv) {
@@ -161,16 +139,9 @@ int cmd_serve(int argc, char **argv) {
         const cm_tokenizer *tok;
         if (cli_open_model(pos[i], tok_path, false, &models[i], &tok, &owned[i]) != 0) goto out;
         n_models = i + 1;
-        for (int k = 0; k < adapters.n; k++) {
-            if (cm_model_merge_adapter(models[i], adapters.items[k]) != CM_OK) {
-                cli_fail_status();
-                goto out;
-            }
-        }
-        cm_template_id t = tmpl;
-        if (!template_name && !cm_template_detect(cm_tokenizer_chat_template(tok), &t))
-            t = CM_TEMPLATE_CHATML;
-        char *id = i < aliases.n ? strdup(aliases.items[i]) : model_stem(pos[i]);
+        if (cli_merge_adapters(models[i], &adapters) != 0) goto out;
+        cm_template_id t = cli_chat_template(template_name, tmpl, tok);
+        char *id = i < aliases.n ? strdup(aliases.items[i]) : cli_model_name(pos[i]);
         cm_status st =
             id ? cm_server_add_model(srv, id, models[i], tok, t) : cm_error(CM_ERR_NOMEM, "out of memory");
         if (st == CM_OK)

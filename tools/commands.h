@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include "args.h"
+#include "camelid/chat.h"
 
 int cmd_generate(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
@@ -46,5 +47,25 @@ int cli_open_model(const char *path, const char *tok_path, bool optional_tokeniz
                    const struct cm_tokenizer **tok, struct cm_tokenizer **owned_tok);
 /* Read a whole file ("-" = stdin) byte for byte. */
 int cli_read_input(const char *path, char **data, size_t *len);
+
+/* commands.c */
+/* A model's default name: its file or folder name without the extension (heap; NULL out of memory). */
+char *cli_model_name(const char *path);
+/* The chat template a model gets: --template's (`named`) when template_name is given, else the model's own
+ * chat_template when camelid recognises it, else chatml. */
+cm_template_id cli_chat_template(const char *template_name, cm_template_id named,
+                                 const struct cm_tokenizer *tok);
+/* Merge every --adapter folder into m, in order. Reports errors; returns 0 or 1. */
+int cli_merge_adapters(struct cm_model *m, const string_list *adapters);
+/* A copy of s without the spaces, tabs and newlines around it (heap; NULL out of memory). */
+char *cli_trim_copy(const char *s);
+/* For a command that takes one MODEL: fail unless model_path is given and extra (the next argument) is not.
+ * Returns 0 or 1. */
+int cli_one_model(const char *command, const char *model_path, const char *extra);
+struct sampling_opts;
+/* The options of a command that chats with a model (chat, arena battle): -n, -c, the sampling options and
+ * --template (its id into *tmpl). Reports the first bad one; returns 0 or 1. */
+int cli_check_chat_opts(int n_predict, int ctx, struct sampling_opts *so, const char *template_name,
+                        cm_template_id *tmpl);
 
 #endif
