@@ -9,6 +9,7 @@
 #include "camelid/generate.h"
 #include "camelid/llama.h"
 #include "camelid/sampler.h"
+#include "camelid/strbuf.h"
 #include "eval_internal.h"
 
 struct cm_lm {
@@ -299,28 +300,10 @@ cm_status cm_lm_encode_pair(const cm_lm *lm, const char *ctx, size_t ctx_len, co
     return CM_OK;
 }
 
-typedef struct {
-    char *buf;
-    size_t len, cap;
-    int failed;
-} text_sink;
-
 static int collect_text(void *user, const char *text, size_t len) {
-    text_sink *s = user;
-    if (s->len + len + 1 > s->cap) {
-        size_t cap = (s->len + len + 1) * 2;
-        char *b = realloc(s->buf, cap);
-        if (!b) {
-            s->failed = 1;
-            return 1;
-        }
-        s->buf = b;
-        s->cap = cap;
-    }
-    memcpy(s->buf + s->len, text, len);
-    s->len += len;
-    s->buf[s->len] = 0;
-    return 0;
+    cm_strbuf *s = user;
+    cm_strbuf_append(s, text, len);
+    return s->failed ? 1 : 0;
 }
 
 cm_status ev_lm_check_generation(const cm_lm *lm, int n_prompt, const cm_lm_gen_params *p) {
@@ -344,7 +327,7 @@ cm_status cm_lm_generate_tokens(cm_lm *lm, const int32_t *prompt, int n_prompt, 
     int l = 0;
     while (l < lm->n_cached && l < n_prompt && lm->cached[l] == prompt[l]) l++;
     cm_generate_params gp = {.n_predict = p->max_tokens, .stop = p->stop, .n_stop = p->n_stop, .n_cached = l};
-    text_sink sink = {0};
+    cm_strbuf sink = {0};
     cm_generate_result res;
     double t0 = now_seconds();
     cm_status st =
@@ -352,11 +335,11 @@ cm_status cm_lm_generate_tokens(cm_lm *lm, const int32_t *prompt, int n_prompt, 
     lm->saved_lo = lm->saved_hi = 0;
     lm->n_cached = 0;
     if (st != CM_OK) {
-        free(sink.buf);
+        cm_strbuf_free(&sink);
         return st;
     }
     if (sink.failed) {
-        free(sink.buf);
+        cm_strbuf_free(&sink);
         free(res.tokens);
         return cm_error(CM_ERR_NOMEM, "out of memory");
     }
@@ -367,12 +350,8 @@ cm_status cm_lm_generate_tokens(cm_lm *lm, const int32_t *prompt, int n_prompt, 
     for (int i = 0; i < n; i++) lm->cached[i] = i < n_prompt ? prompt[i] : res.tokens[i - n_prompt];
     lm->n_cached = n;
     free(res.tokens);
-    if (!sink.buf) {
-        sink.buf = calloc(1, 1);
-        if (!sink.buf) return cm_error(CM_ERR_NOMEM, "out of memory");
-    }
-    *text = sink.buf;
-    return CM_OK;
+    *text = cm_strbuf_take(&sink); /* "" when nothing was generated */
+    return *text ? CM_OK : cm_error(CM_ERR_NOMEM, "out of memory");
 }
 
 cm_status cm_lm_generate(cm_lm *lm, const char *prompt, size_t prompt_len, const cm_lm_gen_params *p,

@@ -25,7 +25,7 @@ typedef struct {
     cm_job *job[2];
     bool done[2];
     const char *finish[2];
-    strbuf text[2];
+    cm_strbuf text[2];
     int n_prompt[2], n_generated[2];
     char id[48];
     int fd;
@@ -39,10 +39,10 @@ typedef struct {
 typedef enum { DUEL_UPDATE, DUEL_GONE, DUEL_TIMEOUT } duel_wait_result;
 
 /* Take one job update: its text, and whether (and how) it ended. Returns false when the job failed. */
-static bool take_update(duel *d, int k, cm_job_update *u, strbuf *delta) {
+static bool take_update(duel *d, int k, cm_job_update *u, cm_strbuf *delta) {
     if (u->text) {
-        srv_sb_append(&d->text[k], u->text, u->len);
-        srv_sb_append(&delta[k], u->text, u->len);
+        cm_strbuf_append(&d->text[k], u->text, u->len);
+        cm_strbuf_append(&delta[k], u->text, u->len);
     }
     free(u->text);
     u->text = NULL;
@@ -57,7 +57,7 @@ static bool take_update(duel *d, int k, cm_job_update *u, strbuf *delta) {
 }
 
 /* Wait for news from either side; `delta` gets each side's new text. */
-static duel_wait_result duel_wait(duel *d, strbuf *delta, bool *failed) {
+static duel_wait_result duel_wait(duel *d, cm_strbuf *delta, bool *failed) {
     for (;;) {
         if (srv_client_gone(d->fd)) return DUEL_GONE;
         bool any = false;
@@ -126,7 +126,7 @@ static json_t *text_json(const char *s, size_t len) {
 }
 
 /* {"battle_id", "a", "b"[, "finish_reason": {"a", "b"}]} */
-static char *duel_json(const duel *d, const strbuf *ab, bool with_finish) {
+static char *duel_json(const duel *d, const cm_strbuf *ab, bool with_finish) {
     json_t *o = json_object();
     json_object_set_new(o, "battle_id", json_string(d->id));
     json_object_set_new(o, "a", text_json(ab[0].buf, ab[0].len));
@@ -151,7 +151,7 @@ static void cancel_both(duel *d) {
  * gone. */
 static bool duel_more(void *cls) {
     duel *d = cls;
-    strbuf delta[2] = {{0}, {0}};
+    cm_strbuf delta[2] = {{0}, {0}};
     bool failed = false, present = true;
     duel_wait_result w = duel_wait(d, delta, &failed);
     if (w == DUEL_GONE) {
@@ -271,14 +271,14 @@ enum MHD_Result srv_arena_battle(cm_server *s, struct MHD_Connection *c, conn_ct
     MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)s->p.timeout + 5u);
 
     if (d->stream) {
-        strbuf none[2] = {{0}, {0}};
+        cm_strbuf none[2] = {{0}, {0}};
         srv_sse_event(&d->out, duel_json(d, none, false)); /* the id at once, before any text */
         return srv_reply_sse(s, c, &d->out, duel_more, duel_stream_free, d);
     }
 
     enum MHD_Result ret = MHD_YES;
     for (;;) {
-        strbuf delta[2] = {{0}, {0}};
+        cm_strbuf delta[2] = {{0}, {0}};
         bool failed = false;
         duel_wait_result w = duel_wait(d, delta, &failed);
         free(delta[0].buf);

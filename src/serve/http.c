@@ -190,63 +190,20 @@ static enum MHD_Result handle_models(cm_server *s, struct MHD_Connection *c) {
                      cm_api_models_json(ids, (size_t)s->n_models, (long long)time(NULL)));
 }
 
-void srv_sb_printf(strbuf *b, const char *fmt, ...) {
-    if (b->failed) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->buf ? b->buf + b->len : NULL, b->buf ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->failed = true;
-            return;
-        }
-        if (b->buf && b->len + (size_t)n < b->cap) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = (b->cap + (size_t)n + 1) * 2;
-        char *nb = realloc(b->buf, cap);
-        if (!nb) {
-            b->failed = true;
-            return;
-        }
-        b->buf = nb;
-        b->cap = cap;
-    }
-}
-
-void srv_sb_append(strbuf *b, const char *s, size_t n) {
-    if (b->failed) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = (b->len + n + 1) * 2;
-        char *nb = realloc(b->buf, cap);
-        if (!nb) {
-            b->failed = true;
-            return;
-        }
-        b->buf = nb;
-        b->cap = cap;
-    }
-    memcpy(b->buf + b->len, s, n);
-    b->len += n;
-    b->buf[b->len] = 0;
-}
-
 static enum MHD_Result handle_metrics(cm_server *s, struct MHD_Connection *c) {
-    strbuf b = {0};
+    cm_strbuf b = {0};
     uint64_t req[ROUTE_COUNT][N_CODES + 1];
     pthread_mutex_lock(&s->mu);
     memcpy(req, s->requests, sizeof req);
     pthread_mutex_unlock(&s->mu);
-    srv_sb_printf(&b, "# HELP camelid_requests_total HTTP requests answered, by route and status.\n"
-                      "# TYPE camelid_requests_total counter\n");
+    cm_strbuf_printf(&b, "# HELP camelid_requests_total HTTP requests answered, by route and status.\n"
+                         "# TYPE camelid_requests_total counter\n");
     for (int r = 0; r < ROUTE_COUNT; r++)
         for (int k = 0; k <= N_CODES; k++)
             if (req[r][k])
-                srv_sb_printf(&b, "camelid_requests_total{route=\"%s\",code=\"%s%d\"} %llu\n", route_names[r],
-                              k == N_CODES ? "other" : "", k == N_CODES ? 0 : status_codes[k],
-                              (unsigned long long)req[r][k]);
+                cm_strbuf_printf(&b, "camelid_requests_total{route=\"%s\",code=\"%s%d\"} %llu\n",
+                                 route_names[r], k == N_CODES ? "other" : "",
+                                 k == N_CODES ? 0 : status_codes[k], (unsigned long long)req[r][k]);
     static const struct {
         const char *name, *type, *help;
     } fams[] = {
@@ -263,8 +220,8 @@ static enum MHD_Result handle_metrics(cm_server *s, struct MHD_Connection *c) {
         {"camelid_decode_batch_max", "gauge", "The most sequences decoded together in one forward so far."},
     };
     for (size_t f = 0; f < sizeof fams / sizeof *fams; f++) {
-        srv_sb_printf(&b, "# HELP %s %s\n# TYPE %s %s\n", fams[f].name, fams[f].help, fams[f].name,
-                      fams[f].type);
+        cm_strbuf_printf(&b, "# HELP %s %s\n# TYPE %s %s\n", fams[f].name, fams[f].help, fams[f].name,
+                         fams[f].type);
         for (int i = 0; i < s->n_models; i++) {
             cm_sched_stats st = {0};
             if (s->models[i].sched) cm_sched_get_stats(s->models[i].sched, &st);
@@ -301,14 +258,11 @@ static enum MHD_Result handle_metrics(cm_server *s, struct MHD_Connection *c) {
                 v = st.decode_batch_max;
                 break;
             }
-            srv_sb_printf(&b, "%s{model=\"%s\"} %.17g\n", fams[f].name, s->models[i].id, v);
+            cm_strbuf_printf(&b, "%s{model=\"%s\"} %.17g\n", fams[f].name, s->models[i].id, v);
         }
     }
-    if (b.failed) {
-        free(b.buf);
-        b.buf = NULL;
-    }
-    return srv_reply(s, c, ROUTE_METRICS, 200, "text/plain; version=0.0.4; charset=utf-8", b.buf);
+    return srv_reply(s, c, ROUTE_METRICS, 200, "text/plain; version=0.0.4; charset=utf-8",
+                     cm_strbuf_take(&b));
 }
 
 served_model *srv_find_model(cm_server *s, const char *id, cm_api_error *err) {
@@ -657,7 +611,7 @@ static enum MHD_Result handle_generate(cm_server *s, struct MHD_Connection *c, r
         return srv_reply_sse(s, c, &g->out, stream_more, stream_free, g);
     }
 
-    strbuf text = {0};
+    cm_strbuf text = {0};
     cm_job_update u;
     enum MHD_Result ret = MHD_YES;
     for (;;) {
@@ -676,7 +630,7 @@ static enum MHD_Result handle_generate(cm_server *s, struct MHD_Connection *c, r
                                          s->p.timeout);
             break;
         }
-        if (u.text) srv_sb_append(&text, u.text, u.len);
+        if (u.text) cm_strbuf_append(&text, u.text, u.len);
         free(u.text);
         g->n_prompt = u.n_prompt;
         g->n_generated = u.n_generated;

@@ -14,6 +14,7 @@
 #include "camelid/serve_api.h"
 #include "camelid/serve_sched.h"
 #include "camelid/status.h"
+#include "camelid/strbuf.h"
 
 #define MAX_MODELS 16
 #define WAIT_SLICE_MS 100
@@ -90,15 +91,6 @@ typedef struct {
     char page[64];     /* ROUTE_PAGE: the asset's name */
 } conn_ctx;
 
-typedef struct {
-    char *buf;
-    size_t len, cap;
-    bool failed; /* out of memory: the buffer is incomplete */
-} strbuf;
-
-void srv_sb_printf(strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void srv_sb_append(strbuf *b, const char *s, size_t n);
-
 double srv_now(void); /* monotonic seconds */
 void srv_log(cm_server *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int srv_state(cm_server *s);
@@ -119,7 +111,7 @@ void srv_submit_error(cm_submit_result sr, cm_api_error *err);
 /* sse.c: a streamed reply's bytes on their way out. Events are appended to `buf`; srv_reply_sse hands
  * them to libmicrohttpd and asks for more once all are sent. */
 typedef struct {
-    strbuf buf;
+    cm_strbuf buf;
     size_t off; /* bytes of buf already handed over */
     bool ended; /* the last event ([DONE]) is in buf */
 } sse_out;

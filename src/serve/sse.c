@@ -11,14 +11,14 @@ void srv_sse_event(sse_out *o, char *json) {
         o->buf.failed = true;
         return;
     }
-    srv_sb_append(&o->buf, "data: ", 6);
-    srv_sb_append(&o->buf, json, strlen(json));
-    srv_sb_append(&o->buf, "\n\n", 2);
+    cm_strbuf_append(&o->buf, "data: ", 6);
+    cm_strbuf_append(&o->buf, json, strlen(json));
+    cm_strbuf_append(&o->buf, "\n\n", 2);
     free(json);
 }
 
 void srv_sse_done(sse_out *o) {
-    srv_sb_append(&o->buf, "data: [DONE]\n\n", 14);
+    cm_strbuf_append(&o->buf, "data: [DONE]\n\n", 14);
     o->ended = true;
 }
 
