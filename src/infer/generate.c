@@ -4,6 +4,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "camelid/strbuf.h"
+
 const char *cm_stop_reason_name(cm_stop_reason r) {
     switch (r) {
     case CM_STOP_LENGTH:
@@ -27,23 +29,11 @@ static double now_seconds(void) {
 }
 
 /* Generated text waits here until it cannot be the start of a stop string. */
-typedef struct {
-    char *buf;
-    size_t len, cap;
-} pending_text;
+typedef cm_strbuf pending_text;
 
 static cm_status pending_append(pending_text *p, const char *s, size_t n) {
-    if (p->len + n + 1 > p->cap) {
-        size_t cap = (p->len + n + 1) * 2;
-        char *b = realloc(p->buf, cap);
-        if (!b) return cm_error(CM_ERR_NOMEM, "out of memory");
-        p->buf = b;
-        p->cap = cap;
-    }
-    memcpy(p->buf + p->len, s, n);
-    p->len += n;
-    p->buf[p->len] = 0;
-    return CM_OK;
+    cm_strbuf_append(p, s, n);
+    return p->failed ? cm_error(CM_ERR_NOMEM, "out of memory") : CM_OK;
 }
 
 /* Position of the earliest stop-string match in p, or -1. */
