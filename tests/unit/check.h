@@ -119,7 +119,21 @@ static inline double cm_test_max_diff(const float *a, const float *b, size_t n) 
     return d;
 }
 
-/* A fresh temporary folder for this test (under $TMPDIR), heap string. */
+static inline int cm_test_rmtree(const char *dir);
+
+/* The folders cm_test_tmpdir made, removed when the test exits (unless CAMELID_KEEP_TMP is set, to look at
+ * them after a failure). */
+static char *cm_test_tmpdirs_[64];
+static int cm_test_n_tmpdirs_ = 0;
+static inline void cm_test_remove_tmpdirs_(void) {
+    for (int i = 0; i < cm_test_n_tmpdirs_; i++) {
+        if (!getenv("CAMELID_KEEP_TMP")) cm_test_rmtree(cm_test_tmpdirs_[i]);
+        free(cm_test_tmpdirs_[i]);
+    }
+    cm_test_n_tmpdirs_ = 0;
+}
+
+/* A fresh temporary folder for this test (under $TMPDIR), heap string; it is removed at exit. */
 static inline char *cm_test_tmpdir(void) {
     const char *base = getenv("TMPDIR");
     if (!base) base = "/tmp";
@@ -130,6 +144,9 @@ static inline char *cm_test_tmpdir(void) {
         perror("mkdtemp");
         exit(1);
     }
+    if (cm_test_n_tmpdirs_ == 0) atexit(cm_test_remove_tmpdirs_);
+    if (cm_test_n_tmpdirs_ < (int)(sizeof cm_test_tmpdirs_ / sizeof *cm_test_tmpdirs_))
+        cm_test_tmpdirs_[cm_test_n_tmpdirs_++] = strdup(p);
     return p;
 }
 
