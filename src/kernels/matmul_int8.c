@@ -3,7 +3,8 @@
  *
  * Paths, chosen per call by cm_isa_active():
  *   scalar  the reference dots (cm_vec_dot_*_ref), one (row, token) pair at a time;
- *   avx2    quant_avx2.c: tiles of 4 rows x 2 tokens, pmaddubsw/pmaddwd;
+ *   avx2    quant_avx2.c: tiles of 4 rows x 2 tokens, pmaddubsw/pmaddwd; batches of 8 tokens or more of
+ *           Q8_0 / Q4_0 weights take the AVX2 panel kernel (quant_avx2_panel.c, 8 rows x 8 tokens);
  *   avx512  quant_avx512.c: tiles of 4 rows x 4 tokens, vpdpbusd (needs AVX-512 VNNI; without it, avx2);
  *           batches of 8 tokens or more of Q8_0 / Q4_0 weights take the panel kernel (16 rows x 8 tokens
  *           with whole blocks in int32 lanes, quant_internal.h).
@@ -108,9 +109,11 @@ static void panel_acts(const cm_qact *a, uint8_t *xp, int t0, int t1) {
             uint8_t *dst = g + (size_t)b * CM_QPANEL_XBYTES;
             memcpy(dst + 32 * j, a->qs + t * qstride + (size_t)b * CM_QK8_0, CM_QK8_0);
             memcpy(dst + 256 + 4 * j, a->dx + t * sstride + (size_t)b * 8, 4);
-            const int32_t *c = a->corr + t * sstride + (size_t)b * 8;
-            int32_t sum = 0;
-            for (int l = 0; l < 8; l++) sum += c[l];
+            int32_t sum = 0; /* no corr (Q8_0 on AVX2, the sign trick): 0 */
+            if (a->corr) {
+                const int32_t *c = a->corr + t * sstride + (size_t)b * 8;
+                for (int l = 0; l < 8; l++) sum += c[l];
+            }
             memcpy(dst + 288 + 4 * j, &sum, 4);
         }
     }
@@ -128,19 +131,29 @@ static void fill_worker(void *arg, int thread, int n_threads) {
     if (j->xp) panel_acts(&j->act, j->xp, t0, t1);
 }
 
-/* Whole panels of 16 rows per thread, repacked one at a time into this thread's scratch. */
+/* Whole panels (16 rows on AVX-512, 8 on AVX2) per thread, repacked one at a time into this thread's
+ * scratch. */
 static void panel_worker(const simd_job *j, int thread, int n_threads) {
+    const int pr = j->avx512 ? CM_QPANEL_ROWS : CM_QPANEL2_ROWS;
     int b, e;
-    cm_split_range((j->rows + CM_QPANEL_ROWS - 1) / CM_QPANEL_ROWS, n_threads, thread, &b, &e);
-    int r0 = CM_QPANEL_ROWS * b, r1 = CM_QPANEL_ROWS * e < j->rows ? CM_QPANEL_ROWS * e : j->rows;
+    cm_split_range((j->rows + pr - 1) / pr, n_threads, thread, &b, &e);
+    int r0 = pr * b, r1 = pr * e < j->rows ? pr * e : j->rows;
     if (r0 >= r1) return;
-    size_t bytes = cm_qpanel_bytes(j->wtype, j->act.cols);
+    size_t bytes =
+        j->avx512 ? cm_qpanel_bytes(j->wtype, j->act.cols) : cm_qpanel_bytes_avx2(j->wtype, j->act.cols);
     void *pk = aligned_alloc(64, (bytes + 63) / 64 * 64);
     if (!pk) { /* no memory for the panel: the tile kernel, same rows */
-        cm_qgemm_avx512(j->wtype, j->w, j->row_bytes, r0, r1, &j->act, j->y, (size_t)j->rows);
+        if (j->avx512)
+            cm_qgemm_avx512(j->wtype, j->w, j->row_bytes, r0, r1, &j->act, j->y, (size_t)j->rows);
+        else
+            cm_qgemm_avx2(j->wtype, j->w, j->row_bytes, r0, r1, &j->act, j->y, (size_t)j->rows);
         return;
     }
-    cm_qgemm_panels_avx512(j->wtype, j->w, j->row_bytes, r0, r1, &j->act, j->xp, j->y, (size_t)j->rows, pk);
+    if (j->avx512)
+        cm_qgemm_panels_avx512(j->wtype, j->w, j->row_bytes, r0, r1, &j->act, j->xp, j->y, (size_t)j->rows,
+                               pk);
+    else
+        cm_qgemm_panels_avx2(j->wtype, j->w, j->row_bytes, r0, r1, &j->act, j->xp, j->y, (size_t)j->rows, pk);
     free(pk);
 }
 
@@ -218,8 +231,8 @@ static void matmul_int8_multi(float *const *y, const float *x, int n, const void
     a->qs = (int8_t *)buf;
     a->dx = (float *)(buf + qs_bytes);
     a->corr = a->corr_shift >= 0 ? (int32_t *)(buf + qs_bytes + sc_bytes) : NULL;
-    /* batches of 8 tokens or more with Q8_0 / Q4_0 on AVX-512 VNNI: the panel kernel (quant_internal.h) */
-    if (j.avx512 && n >= CM_QPANEL_TOKENS && (wtype == CM_DTYPE_Q8_0 || wtype == CM_DTYPE_Q4_0)) {
+    /* batches of 8 tokens or more with Q8_0 / Q4_0: the panel kernel (quant_internal.h), VNNI or AVX2 */
+    if (n >= CM_QPANEL_TOKENS && (wtype == CM_DTYPE_Q8_0 || wtype == CM_DTYPE_Q4_0)) {
         size_t groups = (size_t)(n + CM_QPANEL_TOKENS - 1) / CM_QPANEL_TOKENS,
                gbytes = (size_t)(cols / CM_QK8_0) * CM_QPANEL_XBYTES;
         j.xp = aligned_alloc(64, groups * gbytes);

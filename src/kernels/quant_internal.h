@@ -68,4 +68,14 @@ size_t cm_qpanel_bytes(cm_dtype wt, int cols);
 void cm_qgemm_panels_avx512(cm_dtype wt, const void *w, size_t row_bytes, int r0, int r1, const cm_qact *a,
                             const uint8_t *xp, float *y, size_t ldy, void *scratch);
 
+/* The same panels at 256 bits for AVX2 without AVX-512 VNNI (quant_avx2_panel.c): 8 rows per panel (one row
+ * per int32 lane), the same activation groups, pmaddubsw + pmaddwd instead of vpdpbusd. Weight panel, per
+ * block: float dw[8], then 8 vectors of 32 bytes (vector k: elements 4k..4k+3 of row i in lane i; Q8_0 the
+ * signed quants, Q4_0 the nibbles q + 8 already unpacked). Q8_0 needs no corr here (the sign trick); the
+ * group's corr of a Q8_0 batch is then 0. Same float steps as the AVX-512 panel, so the same bytes. */
+#define CM_QPANEL2_ROWS 8
+size_t cm_qpanel_bytes_avx2(cm_dtype wt, int cols);
+void cm_qgemm_panels_avx2(cm_dtype wt, const void *w, size_t row_bytes, int r0, int r1, const cm_qact *a,
+                          const uint8_t *xp, float *y, size_t ldy, void *scratch);
+
 #endif

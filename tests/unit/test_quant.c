@@ -419,6 +419,110 @@ static void test_matmul_exact(void) {
     free(wi), free(x);
 }
 
+/* The prefill panels (batches of 8+ tokens of Q8_0 / Q4_0) sum a (row, token) pair as acc = fma(float(dot_b)
+ * * dx_b, dw_b, acc) over the blocks b in order, with dot_b the exact integer dot of block b: modelled here
+ * in scalar code, the AVX2 panel (CAMELID_ISA=avx2, any CPU with AVX2) and the AVX-512 VNNI one must give
+ * exactly its bytes, on 1 and 2 threads (the tile kernels round differently, so this also shows the panel
+ * ran). Shapes: rows not a multiple of the 8- or 16-row panel, token counts whose last group of 8 is partial
+ * (up to 4 and over 4), cols with a padding chunk; plus weights and activations at their extremes (Q4_0
+ * nibbles 0 / 15, Q8_0 quants -128 / 127 against +-127), where pmaddubsw's int16 pairs and the Q4_0 int16
+ * block sums peak. */
+static float panel_model(cm_dtype t, const void *wrow, const cm_block_q8_0 *xb, int nb) {
+    float acc = 0.0f;
+    for (int b = 0; b < nb; b++) {
+        int32_t dot = 0;
+        float dw;
+        if (t == CM_DTYPE_Q8_0) {
+            const cm_block_q8_0 *w = (const cm_block_q8_0 *)wrow + b;
+            for (int j = 0; j < 32; j++) dot += (int32_t)w->qs[j] * xb[b].qs[j];
+            dw = cm_f16_to_f32(w->d);
+        } else {
+            const cm_block_q4_0 *w = (const cm_block_q4_0 *)wrow + b;
+            for (int j = 0; j < 16; j++)
+                dot += ((w->qs[j] & 15) - 8) * xb[b].qs[j] + ((w->qs[j] >> 4) - 8) * xb[b].qs[j + 16];
+            dw = cm_f16_to_f32(w->d);
+        }
+        const float p = (float)dot * cm_f16_to_f32(xb[b].d);
+        acc = fmaf(p, dw, acc);
+    }
+    return acc;
+}
+
+static void test_matmul_panels(void) {
+    if (cm_isa_best() < CM_ISA_AVX2) {
+        printf("panels: skipped (no AVX2)\n");
+        return;
+    }
+    const cm_dtype types[] = {CM_DTYPE_Q8_0, CM_DTYPE_Q4_0};
+    const int cols_list[] = {32, 96, 288}, rows_list[] = {3, 8, 13, 24}, ns[] = {8, 12, 13, 21};
+    cm_pool *pool2;
+    CHECK_OK(cm_pool_open(2, &pool2));
+    int compared = 0;
+    for (int ti = 0; ti < 2; ti++) {
+        const cm_dtype t = types[ti];
+        for (int ci = 0; ci < 3; ci++) {
+            const int cols = cols_list[ci], nb = cols / 32;
+            const size_t rb = cm_row_bytes(t, (size_t)cols);
+            for (int ri = 0; ri < 4; ri++) {
+                const int rows = rows_list[ri];
+                for (int extreme = 0; extreme < 2; extreme++) {
+                    unsigned char *w = random_weights(t, rows, cols, 0.05f);
+                    if (extreme) /* every quant at an end of its range, scales random */
+                        for (int r = 0; r < rows; r++)
+                            for (int b = 0; b < nb; b++) {
+                                unsigned char *blk =
+                                    w + (size_t)r * rb + (size_t)b * (t == CM_DTYPE_Q8_0 ? 34 : 18);
+                                const int hi = (r + b) % 2;
+                                if (t == CM_DTYPE_Q8_0)
+                                    memset(blk + 2, hi ? 127 : 0x80, 32);
+                                else
+                                    memset(blk + 2, hi ? 0xFF : 0x00, 16);
+                            }
+                    for (int ni = 0; ni < 4; ni++) {
+                        const int n = ns[ni];
+                        float *x = malloc((size_t)n * cols * sizeof(float));
+                        for (int i = 0; i < n * cols; i++)
+                            x[i] = extreme ? ((i / 32 + i / cols) % 2 ? 1.0f : -1.0f) : uniform();
+                        cm_block_q8_0 *xq = cm_quantize_activations_q8_0(x, n, cols);
+                        float *want = malloc((size_t)n * rows * sizeof(float)),
+                              *y = malloc((size_t)n * rows * sizeof(float));
+                        for (int tk = 0; tk < n; tk++)
+                            for (int r = 0; r < rows; r++)
+                                want[(size_t)tk * rows + r] =
+                                    panel_model(t, w + (size_t)r * rb, xq + (size_t)tk * nb, nb);
+                        for (int isa = CM_ISA_AVX2; isa <= (int)cm_isa_best(); isa++) {
+                            if (isa == CM_ISA_AVX512 && !cm_cpu_features_get()->avx512vnni) continue;
+                            for (int th = 1; th <= 2; th++) {
+                                cm_isa_force(isa);
+                                for (int i = 0; i < n * rows; i++) y[i] = NAN;
+                                cm_matmul(y, x, n, w, t, rows, cols, th == 2 ? pool2 : NULL);
+                                compared++;
+                                if (memcmp(y, want, (size_t)n * rows * sizeof(float)) != 0) {
+                                    int i = 0;
+                                    while (y[i] == want[i]) i++;
+                                    fprintf(stderr,
+                                            "panel %s %s%s rows %d cols %d n %d threads %d: token %d row %d "
+                                            "%.9g, "
+                                            "model %.9g\n",
+                                            cm_dtype_name(t), cm_isa_name((cm_isa)isa),
+                                            extreme ? " extreme" : "", rows, cols, n, th, i / rows, i % rows,
+                                            y[i], want[i]);
+                                    check_failures++;
+                                }
+                            }
+                        }
+                        cm_isa_force(-1);
+                        free(x), free(xq), free(want), free(y);
+                    }
+                    free(w);
+                }
+            }
+        }
+    }
+    cm_pool_close(pool2);
+    printf("panels: %d comparisons with the panel model\n", compared);
+}
+
 /* stories260K quantized in memory: over the first 4,096 tokens of TinyStories validation text the mean
  * log-likelihood moves by < 0.5% (Q8_0) and < 10% (Q4_0) from F32. ffn_down (rows of 172) stays F32. */
 static void test_quality(void) {
@@ -480,6 +584,7 @@ int main(void) {
     test_matmul_exact();
     test_matmul_paths();
     test_matmul_multi();
+    test_matmul_panels();
     test_choose();
     test_quality();
     CHECK_DONE();
