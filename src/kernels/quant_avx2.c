@@ -1,7 +1,8 @@
 /* AVX2 variants of the integer matmul path (quant_internal.h), for CPUs without AVX-512 VNNI. Same data
  * layout as the AVX-512 kernel; a 64-element chunk is two 256-bit halves (one Q8_0 block each). Integer dots
  * by pmaddubsw (u8 x s8 -> s16 pairs, which cannot saturate here: |w| <= 128 and |x| <= 127 for Q8_0 by the
- * sign trick, w <= 63 for Q4_0/Q6_K) and pmaddwd. Tiles of 4 rows x 2 tokens (16 ymm registers). */
+ * sign trick, w <= 63 for Q4_0/Q6_K) and pmaddwd. Tiles of 4 rows x 2 tokens (16 ymm registers), 8 rows x 1
+ * token for decode. Prefill batches of Q8_0 / Q4_0 take quant_avx2_panel.c instead. */
 #include "kernels/quant_internal.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -120,9 +121,12 @@ INLINE256 bool decode(const int wt, const uint8_t *row, int c, int h, int nb, __
     return true;
 }
 
+/* A tile of RT rows (from r) x TT tokens (from t0): RT <= 4 with TT <= 2, or RT = 8 with TT = 1 (decode: more
+ * rows in flight, each prefetching 16 rows ahead). Every (row, token) pair sums its blocks in the same order
+ * whatever the tile shape. */
 INLINE256 void tile(const int wt, const int RT, const int TT, const uint8_t *w, size_t row_bytes, int r,
                     int t0, const cm_qact *a, float *y, size_t ldy, int nb) {
-    __m256 acc[4][2];
+    __m256 acc[8][2];
     for (int i = 0; i < RT; i++)
         for (int j = 0; j < TT; j++) acc[i][j] = _mm256_setzero_ps();
     const size_t qstride = (size_t)a->nchunk * CM_QCHUNK, sstride = (size_t)a->nchunk * 16;
@@ -135,7 +139,15 @@ INLINE256 void tile(const int wt, const int RT, const int TT, const uint8_t *w, 
             for (int i = 0; i < RT; i++) {
                 __m256i wv, wsgn = _mm256_setzero_si256();
                 __m256 ws;
-                if (!decode(wt, w + (size_t)(r + i) * row_bytes, c, h, nb, &wv, &wsgn, &ws)) continue;
+                const uint8_t *row = w + (size_t)(r + i) * row_bytes;
+                /* decode streams every weight once: the hardware prefetcher alone falls behind 8 rows */
+                if (RT == 8 && h == 0)
+                    _mm_prefetch((const char *)row + 16 * row_bytes +
+                                     (wt == W_Q8_0   ? (size_t)c * 68
+                                      : wt == W_Q4_0 ? (size_t)c * 36
+                                                     : (size_t)(c / 4) * 210 + (c % 4) * 64),
+                                 _MM_HINT_T1);
+                if (!decode(wt, row, c, h, nb, &wv, &wsgn, &ws)) continue;
                 for (int j = 0; j < TT; j++) {
                     const __m256i xv =
                         _mm256_loadu_si256((const __m256i *)(qs + j * qstride + c * CM_QCHUNK + 32 * h));
@@ -161,6 +173,8 @@ INLINE256 void tile(const int wt, const int RT, const int TT, const uint8_t *w, 
     T256 static void tiles_##wt(const uint8_t *w, size_t row_bytes, int r0, int r1, const cm_qact *a,        \
                                 float *y, size_t ldy, int nb) {                                              \
         int r = r0;                                                                                          \
+        if (a->n == 1)                                                                                       \
+            for (; r + 8 <= r1; r += 8) tile(wt, 8, 1, w, row_bytes, r, 0, a, y, ldy, nb);                   \
         for (; r + 4 <= r1; r += 4) {                                                                        \
             int t = 0;                                                                                       \
             for (; t + 2 <= a->n; t += 2) tile(wt, 4, 2, w, row_bytes, r, t, a, y, ldy, nb);                 \
