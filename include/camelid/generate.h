@@ -21,6 +21,12 @@ typedef struct cm_generate_params {
     int n_stop_tokens;
 } cm_generate_params;
 
+/* Stop strings over streamed text (the generation loop and the server's scheduler hold text back with these):
+ * the offset of the earliest match of any of `stop` in text[0, len), or -1; and how many bytes at the end of
+ * the text could still grow into one (so they must not be emitted yet). Empty stop strings never match. */
+long cm_stop_find(const char *text, size_t len, const char *const *stop, int n_stop);
+size_t cm_stop_held_back(const char *text, size_t len, const char *const *stop, int n_stop);
+
 typedef enum {
     CM_STOP_LENGTH = 0, /* n_predict reached */
     CM_STOP_EOS,        /* an end-of-generation token (or BOS, as llama2.c) was sampled */

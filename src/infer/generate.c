@@ -36,15 +36,14 @@ static cm_status pending_append(pending_text *p, const char *s, size_t n) {
     return p->failed ? cm_error(CM_ERR_NOMEM, "out of memory") : CM_OK;
 }
 
-/* Position of the earliest stop-string match in p, or -1. */
-static long find_stop(const pending_text *p, const cm_generate_params *gp) {
+long cm_stop_find(const char *text, size_t len, const char *const *stop, int n_stop) {
     long best = -1;
-    for (int i = 0; i < gp->n_stop; i++) {
-        size_t sl = strlen(gp->stop[i]);
-        if (sl == 0 || sl > p->len) continue;
-        for (size_t at = 0; at + sl <= p->len; at++) {
-            if (memcmp(p->buf + at, gp->stop[i], sl) == 0) {
-                if (best < 0 || (long)at < best) best = (long)at;
+    for (int i = 0; i < n_stop; i++) {
+        size_t sl = strlen(stop[i]);
+        if (sl == 0 || sl > len) continue;
+        for (size_t at = 0; at + sl <= len && (best < 0 || (long)at < best); at++) {
+            if (memcmp(text + at, stop[i], sl) == 0) {
+                best = (long)at;
                 break;
             }
         }
@@ -52,13 +51,12 @@ static long find_stop(const pending_text *p, const cm_generate_params *gp) {
     return best;
 }
 
-/* Bytes at the end of p that could still grow into a stop string. */
-static size_t held_back(const pending_text *p, const cm_generate_params *gp) {
+size_t cm_stop_held_back(const char *text, size_t len, const char *const *stop, int n_stop) {
     size_t hold = 0;
-    for (int i = 0; i < gp->n_stop; i++) {
-        size_t sl = strlen(gp->stop[i]);
+    for (int i = 0; i < n_stop; i++) {
+        size_t sl = strlen(stop[i]);
         for (size_t k = sl > 0 ? sl - 1 : 0; k > hold; k--) {
-            if (k <= p->len && memcmp(p->buf + p->len - k, gp->stop[i], k) == 0) {
+            if (k <= len && memcmp(text + len - k, stop[i], k) == 0) {
                 hold = k;
                 break;
             }
@@ -135,14 +133,15 @@ cm_status cm_generate(const cm_model *m, const cm_tokenizer *tok, cm_state *stat
         result->n_generated++;
         size_t n = cm_detokenizer_push(&detok, next, piece, piece_cap);
         if ((st = pending_append(&pending, piece, n)) != CM_OK) goto done;
-        long at = find_stop(&pending, gp);
+        long at = cm_stop_find(pending.buf, pending.len, gp->stop, gp->n_stop);
         if (at >= 0) {
             pending_emit(&pending, (size_t)at, on_text, user);
             pending.len = 0;
             result->stop = CM_STOP_STRING;
             break;
         }
-        if (pending_emit(&pending, pending.len - held_back(&pending, gp), on_text, user)) {
+        size_t final = pending.len - cm_stop_held_back(pending.buf, pending.len, gp->stop, gp->n_stop);
+        if (pending_emit(&pending, final, on_text, user)) {
             result->stop = CM_STOP_CALLER;
             break;
         }

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "camelid/generate.h"
 #include "camelid/llama.h"
 #include "camelid/serve_sched.h"
 
@@ -306,37 +307,6 @@ static bool text_append(textbuf *t, const char *s, size_t n) {
     return true;
 }
 
-/* Position of the earliest stop-string match, or -1. */
-static long find_stop(const textbuf *t, const cm_job *j) {
-    long best = -1;
-    for (int i = 0; i < j->n_stop; i++) {
-        size_t sl = strlen(j->stop[i]);
-        if (sl == 0 || sl > t->len) continue;
-        for (size_t at = 0; at + sl <= t->len; at++) {
-            if (memcmp(t->buf + at, j->stop[i], sl) == 0) {
-                if (best < 0 || (long)at < best) best = (long)at;
-                break;
-            }
-        }
-    }
-    return best;
-}
-
-/* Bytes at the end that could still grow into a stop string. */
-static size_t held_back(const textbuf *t, const cm_job *j) {
-    size_t hold = 0;
-    for (int i = 0; i < j->n_stop; i++) {
-        size_t sl = strlen(j->stop[i]);
-        for (size_t k = sl > 0 ? sl - 1 : 0; k > hold; k--) {
-            if (k <= t->len && memcmp(t->buf + t->len - k, j->stop[i], k) == 0) {
-                hold = k;
-                break;
-            }
-        }
-    }
-    return hold;
-}
-
 static void emit_front(slot *sl, size_t n) {
     if (n > 0) job_emit(sl->job, sl->pending.buf, n);
     memmove(sl->pending.buf, sl->pending.buf + n, sl->pending.len - n);
@@ -390,7 +360,8 @@ static void slot_step(cm_sched *s, slot *sl, float *logits) {
         slot_end(s, sl, CM_FINISH_ERROR, "out of memory", false);
         return;
     }
-    long at = find_stop(&sl->pending, j);
+    const char *const *stop = (const char *const *)j->stop;
+    long at = cm_stop_find(sl->pending.buf, sl->pending.len, stop, j->n_stop);
     if (at >= 0) {
         emit_front(sl, (size_t)at);
         sl->pending.len = 0;
@@ -398,7 +369,7 @@ static void slot_step(cm_sched *s, slot *sl, float *logits) {
         slot_end(s, sl, CM_FINISH_STOP, NULL, false);
         return;
     }
-    emit_front(sl, sl->pending.len - held_back(&sl->pending, j));
+    emit_front(sl, sl->pending.len - cm_stop_held_back(sl->pending.buf, sl->pending.len, stop, j->n_stop));
     if (sl->n_generated == sl->max_new || sl->pos >= s->ctx) {
         slot_end(s, sl, CM_FINISH_LENGTH, NULL, true);
         return;
