@@ -169,6 +169,73 @@ INLINE256 void tile(const int wt, const int RT, const int TT, const uint8_t *w, 
         for (int j = 0; j < TT; j++) y[(size_t)(t0 + j) * ldy + r + i] = hsum(acc[i][j]);
 }
 
+/* Q4_0 decode (one token): a whole chunk (two blocks) of a row per step. The two blocks' 16 quant bytes share
+ * one register, so one and/shift pair unpacks 64 nibbles, and the token's bytes are loaded in the matching
+ * order (block 2c's elements 0-15 | block 2c+1's 0-15, then 16-31 | 16-31): int32 lanes 0-3 hold block 2c,
+ * 4-7 block 2c+1, and their scales come from two broadcast fp16 words and one conversion. Every row sums the
+ * same way whatever RT (8, 4 or 1), so the rows a thread's split puts in a smaller tile give the same bytes;
+ * the final per-row sums are one transpose-add tree, lanes (0+4)+(1+5) + (2+6)+(3+7) for every row. */
+/* One chunk c of RT rows into acc; tail: chunk c holds only the row's odd last block. */
+INLINE256 void q4_0_chunk(const int RT, const bool tail, const uint8_t *w, size_t row_bytes, int r,
+                          const cm_qact *a, int c, __m256 *acc) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    const int8_t *xc = a->qs + (size_t)c * CM_QCHUNK;
+    const __m256i xlo = _mm256_loadu2_m128i((const __m128i *)(xc + 32), (const __m128i *)xc);
+    const __m256i xhi = _mm256_loadu2_m128i((const __m128i *)(xc + 48), (const __m128i *)(xc + 16));
+    const __m256 dxv = _mm256_loadu2_m128(a->dx + c * 16 + 8, a->dx + c * 16);
+    /* corr lane k of a half covers its elements 4k..4k+3; lane m here covers m and m + 4 of one block */
+    const __m256i c0 = _mm256_loadu_si256((const __m256i *)(a->corr + c * 16)),
+                  c1 = _mm256_loadu_si256((const __m256i *)(a->corr + c * 16 + 8));
+    const __m256i corrv =
+        _mm256_add_epi32(_mm256_permute2x128_si256(c0, c1, 0x20), _mm256_permute2x128_si256(c0, c1, 0x31));
+    for (int i = 0; i < RT; i++) {
+        const uint8_t *p = w + (size_t)(r + i) * row_bytes + (size_t)c * 2 * sizeof(cm_block_q4_0);
+        /* decode streams every weight once: the hardware prefetcher alone falls behind 8 rows */
+        if (RT == 8) _mm_prefetch((const char *)p + 16 * row_bytes, _MM_HINT_T1);
+        const cm_block_q4_0 *b = (const cm_block_q4_0 *)p;
+        __m256i q;
+        __m128i dw16 = _mm_set1_epi16((short)b[0].d);
+        if (tail) {
+            q = _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)b[0].qs));
+            dw16 = _mm_blend_epi32(dw16, _mm_setzero_si128(), 0xC);
+        } else {
+            q = _mm256_loadu2_m128i((const __m128i *)b[1].qs, (const __m128i *)b[0].qs);
+            dw16 = _mm_blend_epi32(dw16, _mm_set1_epi16((short)b[1].d), 0xC);
+        }
+        const __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+        const __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_maddubs_epi16(hi, xhi));
+        const __m256i dp = _mm256_add_epi32(_mm256_madd_epi16(s16, ones), corrv);
+        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dp), _mm256_mul_ps(_mm256_cvtph_ps(dw16), dxv), acc[i]);
+    }
+}
+
+INLINE256 void q4_0_decode(const int RT, const uint8_t *w, size_t row_bytes, int r, const cm_qact *a, float *y,
+                           int nb) {
+    __m256 acc[8];
+    for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+    for (int c = 0; c < nb / 2; c++) q4_0_chunk(RT, false, w, row_bytes, r, a, c, acc);
+    if (nb & 1) q4_0_chunk(RT, true, w, row_bytes, r, a, nb / 2, acc);
+    __m256 s[4];
+    for (int i = 0; i < 4; i++)
+        s[i] = _mm256_add_ps(_mm256_permute2f128_ps(acc[i], acc[i + 4], 0x20),
+                             _mm256_permute2f128_ps(acc[i], acc[i + 4], 0x31));
+    const __m256 sums = _mm256_hadd_ps(_mm256_hadd_ps(s[0], s[1]), _mm256_hadd_ps(s[2], s[3]));
+    if (RT == 8)
+        _mm256_storeu_ps(y + r, sums);
+    else if (RT == 4)
+        _mm_storeu_ps(y + r, _mm256_castps256_ps128(sums));
+    else
+        y[r] = _mm256_cvtss_f32(sums);
+}
+
+T256 static void tiles_q4_0_decode(const uint8_t *w, size_t row_bytes, int r0, int r1, const cm_qact *a,
+                                   float *y, int nb) {
+    int r = r0;
+    for (; r + 8 <= r1; r += 8) q4_0_decode(8, w, row_bytes, r, a, y, nb);
+    for (; r + 4 <= r1; r += 4) q4_0_decode(4, w, row_bytes, r, a, y, nb);
+    for (; r < r1; r++) q4_0_decode(1, w, row_bytes, r, a, y, nb);
+}
+
 #define TILES(wt)                                                                                            \
     T256 static void tiles_##wt(const uint8_t *w, size_t row_bytes, int r0, int r1, const cm_qact *a,        \
                                 float *y, size_t ldy, int nb) {                                              \
@@ -198,7 +265,10 @@ T256 void cm_qgemm_avx2(cm_dtype wt, const void *w, size_t row_bytes, int r0, in
         tiles_W_Q8_0(w, row_bytes, r0, r1, a, y, ldy, nb);
         break;
     case CM_DTYPE_Q4_0:
-        tiles_W_Q4_0(w, row_bytes, r0, r1, a, y, ldy, nb);
+        if (a->n == 1)
+            tiles_q4_0_decode(w, row_bytes, r0, r1, a, y, nb);
+        else
+            tiles_W_Q4_0(w, row_bytes, r0, r1, a, y, ldy, nb);
         break;
     case CM_DTYPE_Q6_K:
         tiles_W_Q6_K(w, row_bytes, r0, r1, a, y, ldy, nb);
