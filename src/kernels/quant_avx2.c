@@ -175,6 +175,22 @@ INLINE256 void tile(const int wt, const int RT, const int TT, const uint8_t *w, 
  * 4-7 block 2c+1, and their scales come from two broadcast fp16 words and one conversion. Every row sums the
  * same way whatever RT (8, 4 or 1), so the rows a thread's split puts in a smaller tile give the same bytes;
  * the final per-row sums are one transpose-add tree, lanes (0+4)+(1+5) + (2+6)+(3+7) for every row. */
+/* y[0..RT) = the lane sums of acc[0..RT) (the others zero), as one transpose-add tree: lanes (0+4)+(1+5) +
+ * (2+6)+(3+7) for every row, so a row's sum does not depend on RT. */
+INLINE256 void store_sums(const int RT, const __m256 *acc, float *y) {
+    __m256 s[4];
+    for (int i = 0; i < 4; i++)
+        s[i] = _mm256_add_ps(_mm256_permute2f128_ps(acc[i], acc[i + 4], 0x20),
+                             _mm256_permute2f128_ps(acc[i], acc[i + 4], 0x31));
+    const __m256 sums = _mm256_hadd_ps(_mm256_hadd_ps(s[0], s[1]), _mm256_hadd_ps(s[2], s[3]));
+    if (RT == 8)
+        _mm256_storeu_ps(y, sums);
+    else if (RT == 4)
+        _mm_storeu_ps(y, _mm256_castps256_ps128(sums));
+    else
+        y[0] = _mm256_cvtss_f32(sums);
+}
+
 /* One chunk c of RT rows into acc; tail: chunk c holds only the row's odd last block. */
 INLINE256 void q4_0_chunk(const int RT, const bool tail, const uint8_t *w, size_t row_bytes, int r,
                           const cm_qact *a, int c, __m256 *acc) {
@@ -215,17 +231,69 @@ INLINE256 void q4_0_decode(const int RT, const uint8_t *w, size_t row_bytes, int
     for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
     for (int c = 0; c < nb / 2; c++) q4_0_chunk(RT, false, w, row_bytes, r, a, c, acc);
     if (nb & 1) q4_0_chunk(RT, true, w, row_bytes, r, a, nb / 2, acc);
-    __m256 s[4];
-    for (int i = 0; i < 4; i++)
-        s[i] = _mm256_add_ps(_mm256_permute2f128_ps(acc[i], acc[i + 4], 0x20),
-                             _mm256_permute2f128_ps(acc[i], acc[i + 4], 0x31));
-    const __m256 sums = _mm256_hadd_ps(_mm256_hadd_ps(s[0], s[1]), _mm256_hadd_ps(s[2], s[3]));
-    if (RT == 8)
-        _mm256_storeu_ps(y + r, sums);
-    else if (RT == 4)
-        _mm_storeu_ps(y + r, _mm256_castps256_ps128(sums));
-    else
-        y[r] = _mm256_cvtss_f32(sums);
+    store_sums(RT, acc, y + r);
+}
+
+/* Q6_K decode (one token): a whole 256-element block of a row per step, the quants of each 128 built from its
+ * 64 ql and 32 qh bytes by shifts and masks (no variable shift), the -32 offset taken off the int16 pair sums
+ * (maddubs of 32 and the token's bytes, once per tile; the pairs stay within +-8128) and the int8 scales
+ * applied by pmaddwd: one pshufb puts scale g (words 0-7) and g+1 (words 8-15) in the high byte of each word,
+ * i.e. scale x 256, which the block's fp16 scale takes back (a power of two: exact). */
+INLINE256 void q6_K_decode(const int RT, const uint8_t *w, size_t row_bytes, int r, const cm_qact *a, float *y,
+                           int nblk) {
+    __m256 acc[8];
+    for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30), k32 = _mm256_set1_epi8(32);
+    for (int j = 0; j < nblk; j++) {
+        const int8_t *xj = a->qs + (size_t)j * 256;
+        const float *dxj = a->dx + (size_t)j * 64; /* x block 8j + k: 8 equal lanes at dxj + 8k */
+        __m256i off[8];
+        for (int k = 0; k < 8; k++)
+            off[k] = _mm256_maddubs_epi16(k32, _mm256_loadu_si256((const __m256i *)(xj + 32 * k)));
+        for (int i = 0; i < RT; i++) {
+            const uint8_t *p = w + (size_t)(r + i) * row_bytes + (size_t)j * sizeof(cm_block_q6_K);
+            /* decode streams every weight once: the hardware prefetcher alone falls behind 8 rows */
+            if (RT == 8)
+                for (int o = 0; o < 4; o++)
+                    _mm_prefetch((const char *)p + 16 * row_bytes + (o < 3 ? 64 * o : 209), _MM_HINT_T1);
+            const cm_block_q6_K *b = (const cm_block_q6_K *)p;
+            const __m256i sc = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)b->scales));
+            __m256 bacc = _mm256_setzero_ps();
+            for (int n = 0; n < 2; n++) {
+                const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * n)),
+                              ql1 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * n + 32)),
+                              qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * n));
+                for (int part = 0; part < 4; part++) {
+                    const __m256i lo = part < 2 ? _mm256_and_si256(part ? ql1 : ql0, m4)
+                                                : _mm256_and_si256(_mm256_srli_epi16(part == 3 ? ql1 : ql0, 4), m4);
+                    const __m256i hq = part == 0   ? _mm256_slli_epi16(qh, 4)
+                                       : part == 1 ? _mm256_slli_epi16(qh, 2)
+                                       : part == 2 ? qh
+                                                   : _mm256_srli_epi16(qh, 2);
+                    const __m256i q = _mm256_or_si256(lo, _mm256_and_si256(hq, m30));
+                    const int k = 4 * n + part, g = 2 * k; /* x block 8j + k, scales g and g + 1 */
+                    const __m256i x = _mm256_loadu_si256((const __m256i *)(xj + 32 * k));
+                    const __m256i p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(q, x), off[k]);
+                    const __m256i scw = _mm256_shuffle_epi8(
+                        sc, _mm256_setr_epi8(-128, g, -128, g, -128, g, -128, g, -128, g, -128, g, -128, g, -128, g,
+                                             -128, g + 1, -128, g + 1, -128, g + 1, -128, g + 1, -128, g + 1,
+                                             -128, g + 1, -128, g + 1, -128, g + 1));
+                    bacc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p16, scw)),
+                                           _mm256_loadu_ps(dxj + 8 * k), bacc);
+                }
+            }
+            acc[i] = _mm256_fmadd_ps(bacc, _mm256_set1_ps(half_to_f32(&b->d) * (1.0f / 256)), acc[i]);
+        }
+    }
+    store_sums(RT, acc, y + r);
+}
+
+T256 static void tiles_q6_K_decode(const uint8_t *w, size_t row_bytes, int r0, int r1, const cm_qact *a,
+                                   float *y, int nblk) {
+    int r = r0;
+    for (; r + 8 <= r1; r += 8) q6_K_decode(8, w, row_bytes, r, a, y, nblk);
+    for (; r + 4 <= r1; r += 4) q6_K_decode(4, w, row_bytes, r, a, y, nblk);
+    for (; r < r1; r++) q6_K_decode(1, w, row_bytes, r, a, y, nblk);
 }
 
 T256 static void tiles_q4_0_decode(const uint8_t *w, size_t row_bytes, int r0, int r1, const cm_qact *a,
@@ -271,7 +339,10 @@ T256 void cm_qgemm_avx2(cm_dtype wt, const void *w, size_t row_bytes, int r0, in
             tiles_W_Q4_0(w, row_bytes, r0, r1, a, y, ldy, nb);
         break;
     case CM_DTYPE_Q6_K:
-        tiles_W_Q6_K(w, row_bytes, r0, r1, a, y, ldy, nb);
+        if (a->n == 1)
+            tiles_q6_K_decode(w, row_bytes, r0, r1, a, y, a->cols / 256);
+        else
+            tiles_W_Q6_K(w, row_bytes, r0, r1, a, y, ldy, nb);
         break;
     default:
         break;
