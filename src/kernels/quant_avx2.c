@@ -2,7 +2,8 @@
  * layout as the AVX-512 kernel; a 64-element chunk is two 256-bit halves (one Q8_0 block each). Integer dots
  * by pmaddubsw (u8 x s8 -> s16 pairs, which cannot saturate here: |w| <= 128 and |x| <= 127 for Q8_0 by the
  * sign trick, w <= 63 for Q4_0/Q6_K) and pmaddwd. Tiles of 4 rows x 2 tokens (16 ymm registers), 8 rows x 1
- * token for decode. Prefill batches of Q8_0 / Q4_0 take quant_avx2_panel.c instead. */
+ * token for decode; one-token Q4_0 and Q6_K have their own kernels (q4_0_decode, q6_K_decode) that take whole
+ * blocks per row step. Prefill batches of Q8_0 / Q4_0 take quant_avx2_panel.c instead. */
 #include "kernels/quant_internal.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
